@@ -1,0 +1,226 @@
+"""``MedicalImageDataModule``: the LightningDataModule every medgen model trains from."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from medgen.data.datalist import Datalist, ImageRecord, find_records
+from medgen.data.datasets import CacheMode, PipelineConfig, SampleDataset, SliceDataset
+from medgen.data.io import load_image
+from medgen.data.modality import check_modality_option
+from medgen.data.presets import IntensityPreset, resolve_ct_window
+from medgen.data.split import split_by_subject
+from medgen.errors import ImageReadError, InputError
+
+log = logging.getLogger(__name__)
+
+
+class MedicalImageDataModule(L.LightningDataModule):
+    """Medical images from a folder or datalist, split by subject, normalised per modality.
+
+    2D models train on 2D images and on slices cut from volumes; 3D models on whole volumes resized to
+    ``image_size`` or on random patches of that size.
+
+    Args:
+        data_dir: Folder of images (NIfTI, MHA/MHD, NRRD, DICOM files or series folders, PNG/JPEG/TIFF,
+            NPY; searched recursively; ``*_mask``/``*_seg`` files pair with their image) or a CSV/JSON
+            datalist with an ``image`` column and optional ``mask``, ``subject`` and condition columns.
+        modality: ``ct``, ``mri``, ``xray`` or ``auto`` (DICOM Modality tag, else a guess from values).
+        spatial_dims: 2 or 3.
+        image_size: Output size (one int for all sides, or one per side); default 256 (2D) / 128 (3D).
+        batch_size: Samples per batch.
+        num_workers: DataLoader worker processes (also used to fill the cache).
+        val_fraction: Fraction of subjects held out for validation.
+        seed: Seed of the subject split.
+        target_spacing: Resample to this spacing in mm before sizing (None keeps each file's grid).
+        resize_mode: ``resize`` (keep aspect ratio, pad) or ``pad_crop`` (keep voxel size, centre pad/crop).
+        patches: 3D only: random ``image_size`` patches instead of whole resized volumes.
+        slice_axis: 2D from volumes: axis of the RAS volume to slice along (0 sagittal, 1 coronal, 2 axial).
+        min_foreground: 2D from volumes: minimum fraction of non-background pixels for a slice to be kept.
+        ct_window: CT window name (full, body, soft_tissue, abdomen, lung, bone, brain) or ``[low, high]`` HU.
+        mri_percentiles: MRI intensities at these percentiles map to -1 and 1.
+        mri_zscore: Z-score MRI over non-zero voxels instead of percentile scaling.
+        xray_percentiles: X-ray intensities at these percentiles map to -1 and 1.
+        cache: ``memory`` (MONAI CacheDataset), ``disk`` (PersistentDataset in ``cache_dir``) or ``none``.
+        cache_dir: Folder of the disk cache.
+        skip_unreadable: Skip files that cannot be read and report them, instead of failing.
+        conditions: Datalist columns used as conditions (None: every non-reserved column).
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        modality: str = "auto",
+        spatial_dims: int = 2,
+        image_size: int | list[int] | None = None,
+        batch_size: int = 16,
+        num_workers: int = 4,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        target_spacing: list[float] | None = None,
+        resize_mode: Literal["resize", "pad_crop"] = "resize",
+        patches: bool = False,
+        slice_axis: int = 2,
+        min_foreground: float = 0.15,
+        ct_window: str | list[float] = "full",
+        mri_percentiles: tuple[float, float] = (0.5, 99.5),
+        mri_zscore: bool = False,
+        xray_percentiles: tuple[float, float] = (0.5, 99.5),
+        cache: CacheMode = "memory",
+        cache_dir: str | None = None,
+        skip_unreadable: bool = False,
+        conditions: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if spatial_dims not in (2, 3):
+            raise InputError("data.spatial_dims", f"expected 2 or 3, got {spatial_dims}")
+        if batch_size < 1:
+            raise InputError("data.batch_size", f"expected a positive integer, got {batch_size}")
+        if slice_axis not in (0, 1, 2):
+            raise InputError("data.slice_axis", f"expected 0, 1 or 2, got {slice_axis}")
+        if cache not in ("memory", "disk", "none"):
+            raise InputError("data.cache", f"expected memory, disk or none, got '{cache}'")
+        resolve_ct_window(ct_window if isinstance(ct_window, str) else tuple(ct_window))
+        self.data_dir = data_dir
+        self.spatial_dims = spatial_dims
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.cache: CacheMode = cache
+        self.cache_dir = cache_dir
+        self.skip_unreadable = skip_unreadable
+        self.conditions = conditions
+        self.config = PipelineConfig(
+            spatial_dims=spatial_dims,
+            image_size=_size_tuple(image_size, spatial_dims),
+            modality=check_modality_option(modality),
+            preset=IntensityPreset(
+                ct_window=ct_window if isinstance(ct_window, str) else (float(ct_window[0]), float(ct_window[1])),
+                mri_percentiles=(float(mri_percentiles[0]), float(mri_percentiles[1])),
+                mri_zscore=mri_zscore,
+                xray_percentiles=(float(xray_percentiles[0]), float(xray_percentiles[1])),
+            ),
+            target_spacing=None if target_spacing is None else tuple(float(s) for s in target_spacing),
+            resize_mode=resize_mode,
+            slice_axis=slice_axis,
+            min_foreground=min_foreground,
+            patches=patches,
+        )
+        self.datalist: Datalist | None = None
+        self.skipped: list[tuple[str, str]] = []
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    @property
+    def image_size(self) -> tuple[int, ...]:
+        """Spatial size of every sample."""
+        return self.config.image_size
+
+    @property
+    def condition_vocab(self) -> dict[str, list[str]]:
+        """Text values of each text-valued condition column, in code order."""
+        return {} if self.datalist is None else self.datalist.vocab
+
+    def setup(self, stage: str | None = None) -> None:
+        """Find images, split by subject and build the (cached) datasets."""
+        if self.train_set is not None:
+            return
+        datalist = find_records(self.data_dir)
+        records = self._select_conditions(datalist.records)
+        if self.skip_unreadable:
+            records = self._drop_unreadable(records)
+        self.datalist = Datalist(records, datalist.vocab)
+        split = split_by_subject(records, self.val_fraction, self.seed)
+        self.train_set = self._dataset(split.train, progress=True)
+        self.val_set = self._dataset(split.val, progress=False) if split.val else None
+        if len(self.train_set) == 0:  # type: ignore[arg-type]
+            raise InputError(self.data_dir, "no training samples left (all slices below data.min_foreground?)")
+
+    def _dataset(self, records: Sequence[ImageRecord], progress: bool) -> Dataset:
+        if self.spatial_dims == 2:
+            return SliceDataset(records, self.config, self.cache, self.cache_dir, self.num_workers, progress)
+        return SampleDataset(records, self.config, self.cache, self.cache_dir, self.num_workers)
+
+    def _select_conditions(self, records: list[ImageRecord]) -> list[ImageRecord]:
+        if self.conditions is None:
+            return records
+        available = set(records[0].conditions) if records else set()
+        missing = [c for c in self.conditions if c not in available]
+        if missing:
+            raise InputError(
+                "data.conditions",
+                f"datalist has no column(s) {', '.join(missing)} (has: {', '.join(sorted(available)) or 'none'})",
+            )
+        for r in records:
+            r.conditions = {c: r.conditions[c] for c in self.conditions}
+        return records
+
+    def _drop_unreadable(self, records: list[ImageRecord]) -> list[ImageRecord]:
+        kept = []
+        for r in records:
+            try:
+                image = load_image(r.image)
+                if r.mask and tuple(load_image(r.mask).shape) != tuple(image.shape):
+                    raise ImageReadError(r.mask, "mask shape does not match its image")
+            except ImageReadError as exc:
+                self.skipped.append((exc.subject, exc.problem))
+                log.warning("skipping unreadable %s", exc)
+                continue
+            kept.append(r)
+        if not kept:
+            raise InputError(self.data_dir, f"no readable images ({len(self.skipped)} skipped)")
+        return kept
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches (the last incomplete batch is dropped when there is more than one)."""
+        assert self.train_set is not None, "call setup() first"
+        n = len(self.train_set)  # type: ignore[arg-type]
+        return self._loader(self.train_set, shuffle=True, drop_last=n > self.batch_size)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation batches in a fixed order (empty when ``val_fraction`` is 0)."""
+        return [] if self.val_set is None else self._loader(self.val_set, shuffle=False, drop_last=False)
+
+    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=False,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Split and vocabulary, saved in checkpoints so a resumed run can check it sees the same data."""
+        if self.datalist is None:
+            return {"seed": self.seed}
+        val_subjects = sorted({r.subject for r in getattr(self.val_set, "records", [])})
+        return {"seed": self.seed, "val_subjects": val_subjects, "vocab": self.condition_vocab}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Warn when a resumed run splits its data differently from the checkpoint."""
+        current = self.state_dict()
+        if (
+            "val_subjects" in state_dict
+            and "val_subjects" in current
+            and state_dict["val_subjects"] != current["val_subjects"]
+        ):
+            log.warning("the validation subjects differ from the checkpoint's; was data_dir or seed changed?")
+
+
+def _size_tuple(image_size: int | Sequence[int] | None, spatial_dims: int) -> tuple[int, ...]:
+    if image_size is None:
+        image_size = 256 if spatial_dims == 2 else 128
+    sizes = (int(image_size),) * spatial_dims if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+    if len(sizes) != spatial_dims or min(sizes) < 1:
+        raise InputError("data.image_size", f"expected one positive size or {spatial_dims} of them, got {image_size}")
+    return sizes

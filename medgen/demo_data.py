@@ -1,0 +1,77 @@
+"""Embedded default data for ``medgen demo`` and the notebooks.
+
+Real images that ship inside installed wheels (a T1 brain MRI from nibabel, the MNI152 T1 template
+from nilearn when present, CT and MR DICOM slices from pydicom) plus seeded phantoms for what no
+package ships (CT volumes, X-ray radiographs). Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medgen.data.phantoms import phantom_family, save_phantom_set, write_dicom_image
+
+
+@dataclass
+class DemoData:
+    """Folders of the demo data, one per modality."""
+
+    mri: Path
+    ct: Path
+    xray: Path
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def _package_file(package: str, *parts: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]).joinpath(*parts)
+    return path if path.exists() else None
+
+
+def real_mri_volumes() -> list[Path]:
+    """T1 brain volumes shipped in installed wheels (MNI152 from nilearn first, if installed)."""
+    found = [
+        _package_file("nilearn", "datasets", "data", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
+        _package_file("nibabel", "tests", "data", "anatomical.nii"),
+    ]
+    return [p for p in found if p is not None]
+
+
+def prepare_demo_data(out_dir: str | Path, n_ct: int = 4, n_xray: int = 12, seed: int = 0) -> DemoData:
+    """Write the demo data under ``out_dir`` (idempotent) and return its folders.
+
+    Args:
+        out_dir: Parent folder; ``mri/``, ``ct/`` and ``xray/`` are created inside it.
+        n_ct: Number of CT phantom volumes (NIfTI with body/lung/bone masks).
+        n_xray: Number of X-ray phantoms, written as CR DICOM (MONOCHROME1, no pixel spacing).
+        seed: Seed of the phantoms.
+    """
+    root = Path(out_dir)
+    data = DemoData(mri=root / "mri", ct=root / "ct", xray=root / "xray")
+    data.mri.mkdir(parents=True, exist_ok=True)
+    for src in real_mri_volumes():
+        dst = data.mri / src.name
+        if not dst.exists():
+            shutil.copyfile(src, dst)
+        data.sources[dst.name] = (
+            f"real T1 MRI from the installed {src.parts[-4] if 'nilearn' in str(src) else 'nibabel'} wheel"
+        )
+    if not any(data.ct.glob("*.nii.gz")):
+        save_phantom_set(data.ct, phantom_family("ct", n_ct, (96, 96, 48), seed=seed))
+    data.sources["ct/*"] = "seeded CT phantoms in HU (no CT volume ships offline)"
+    data.xray.mkdir(parents=True, exist_ok=True)
+    for i, ph in enumerate(phantom_family("xray", n_xray, (128, 128), seed=seed)):
+        path = data.xray / f"cr_{i:03d}.dcm"
+        if not path.exists():
+            inverted = ph.image.max() - ph.image  # stored MONOCHROME1: bone dark, as many CR systems do
+            pixels = np.round(inverted / max(float(inverted.max()), 1e-6) * 4095).astype(np.uint16)
+            write_dicom_image(path, pixels, modality="CR", spacing=None, photometric="MONOCHROME1")
+    data.sources["xray/*"] = "X-ray phantoms projected from CT phantoms, CR DICOM, MONOCHROME1, no PixelSpacing"
+    return data
