@@ -14,7 +14,6 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from medgen import __version__
 from medgen.errors import MedgenError
@@ -24,14 +23,26 @@ Command = Callable[[argparse.Namespace], int]
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
-def _dataset_module():  # type: ignore[no-untyped-def]
+def _run_dataset(argv: Sequence[str]) -> int:
     from medgen.commands import dataset
 
-    return dataset
+    return dataset.run(argv)
 
 
-#: Commands whose options come from class signatures (jsonargparse), as in ``medgen fit``.
-JSONARGPARSE_COMMANDS: dict[str, Callable[[], object]] = {"dataset": _dataset_module}
+def _lightning(subcommand: str) -> Callable[[Sequence[str]], int]:
+    def run(argv: Sequence[str]) -> int:
+        from medgen.commands import train
+
+        return train.run(subcommand, argv)
+
+    return run
+
+
+#: Commands whose options come from class signatures (jsonargparse / LightningCLI).
+JSONARGPARSE_COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "dataset": _run_dataset,
+    **{name: _lightning(name) for name in ("fit", "validate", "test", "predict")},
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,12 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``medgen`` command line; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list or os.environ.get("MEDGEN_DEBUG") == "1"
-    logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if debug:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args_list = [a for a in args_list if a != "--debug"]
     if args_list and args_list[0] in JSONARGPARSE_COMMANDS:
         name, rest = args_list[0], args_list[1:]
-        module: Any = JSONARGPARSE_COMMANDS[name]()
-        return run_guarded(lambda _: module.run(rest), argparse.Namespace(), debug, f"medgen {name}")
+        command = JSONARGPARSE_COMMANDS[name]
+        return run_guarded(lambda _: command(rest), argparse.Namespace(), debug, f"medgen {name}")
     parser = build_parser()
     args = parser.parse_args(args_list)
     if args.command is None:
@@ -91,6 +103,8 @@ def run_guarded(func: Command, args: argparse.Namespace, debug: bool, prog: str)
             traceback.print_exc()
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except SystemExit as exc:  # argparse/jsonargparse usage errors and --help
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -75,3 +75,25 @@ def prepare_demo_data(out_dir: str | Path, n_ct: int = 4, n_xray: int = 12, seed
             write_dicom_image(path, pixels, modality="CR", spacing=None, photometric="MONOCHROME1")
     data.sources["xray/*"] = "X-ray phantoms projected from CT phantoms, CR DICOM, MONOCHROME1, no PixelSpacing"
     return data
+
+
+DEMO_KINDS = ("mri", "ct", "xray")
+
+
+def demo_folder(kind: str) -> Path:
+    """Folder of one kind of demo data (``mri``, ``ct``, ``xray``), prepared on first use.
+
+    ``data_dir: demo:mri`` in a config means this folder, so smoke configs run with no data at hand. It lives
+    under ``$MEDGEN_CACHE`` (default ``~/.cache/medgen``).
+    """
+    import os
+
+    from medgen.errors import InputError
+
+    if kind not in DEMO_KINDS:
+        raise InputError(
+            "data.data_dir",
+            f"unknown demo data 'demo:{kind}'; expected one of {', '.join('demo:' + k for k in DEMO_KINDS)}",
+        )
+    root = Path(os.environ.get("MEDGEN_CACHE", Path.home() / ".cache" / "medgen")) / "demo_data"
+    return getattr(prepare_demo_data(root), kind)

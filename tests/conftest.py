@@ -79,3 +79,11 @@ def mr_small_dcm() -> Path:
     from pydicom.data import get_testdata_file
 
     return Path(get_testdata_file("MR_small.dcm"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def medgen_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Demo data (``data_dir: demo:...``) is prepared once per test session in a temporary folder."""
+    path = tmp_path_factory.mktemp("medgen_cache")
+    os.environ["MEDGEN_CACHE"] = str(path)
+    return path

@@ -37,8 +37,7 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_dataset_help_documents_data_options(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        main(["dataset", "--help"])
+    assert main(["dataset", "--help"]) == 0
     out = capsys.readouterr().out
     for option in (
         "--data.data_dir",
@@ -50,6 +49,15 @@ def test_dataset_help_documents_data_options(capsys: pytest.CaptureFixture[str])
         "--data.val_fraction",
     ):
         assert option in out
+
+
+def test_fit_help_and_bad_option(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--data.data_dir" in out and "--model" in out and "--ckpt_path" in out
+    config = Path(__file__).resolve().parents[1] / "configs" / "smoke" / "ddpm_2d.yaml"
+    assert main(["fit", f"--config={config}", "--data.batch_size=lots"]) == 2
+    assert "data.batch_size" in capsys.readouterr().err
 
 
 def test_unknown_command_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

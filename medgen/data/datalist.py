@@ -47,11 +47,15 @@ class Datalist:
 
 
 def find_records(data_dir: str | Path) -> Datalist:
-    """Records from a folder (searched recursively) or a ``.csv``/``.json`` datalist.
+    """Records from a folder (searched recursively), a ``.csv``/``.json`` datalist, or ``demo:mri|ct|xray``.
 
     Raises:
         InputError: The path is missing, the folder holds no image, or a datalist row is invalid.
     """
+    if str(data_dir).startswith("demo:"):
+        from medgen.demo_data import demo_folder
+
+        data_dir = demo_folder(str(data_dir)[5:])
     path = Path(data_dir)
     if not path.exists():
         raise InputError(path, "data_dir does not exist (expected a folder of images or a CSV/JSON datalist)")

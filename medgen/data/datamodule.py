@@ -14,6 +14,7 @@ from medgen.data.datasets import CacheMode, PipelineConfig, SampleDataset, Slice
 from medgen.data.io import load_image
 from medgen.data.modality import check_modality_option
 from medgen.data.presets import IntensityPreset, resolve_ct_window
+from medgen.data.sampler import ResumableRandomSampler
 from medgen.data.split import split_by_subject
 from medgen.errors import ImageReadError, InputError
 
@@ -117,6 +118,8 @@ class MedicalImageDataModule(L.LightningDataModule):
         self.skipped: list[tuple[str, str]] = []
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self._sampler: ResumableRandomSampler | None = None
+        self._resume: tuple[int, int] | None = None
 
     @property
     def image_size(self) -> tuple[int, ...]:
@@ -179,20 +182,33 @@ class MedicalImageDataModule(L.LightningDataModule):
         return kept
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches (the last incomplete batch is dropped when there is more than one)."""
+        """Shuffled training batches (the last incomplete batch is dropped when there is more than one).
+
+        The order of each epoch depends only on ``seed`` and the epoch, and a run resumed from a mid-epoch
+        checkpoint continues with the batches the interrupted run had not seen.
+        """
         assert self.train_set is not None, "call setup() first"
         n = len(self.train_set)  # type: ignore[arg-type]
-        return self._loader(self.train_set, shuffle=True, drop_last=n > self.batch_size)
+        self._sampler = ResumableRandomSampler(n, self.seed)
+        if self._resume is not None:
+            self._sampler.resume_at(*self._resume)
+        return self._loader(self.train_set, sampler=self._sampler, drop_last=n > self.batch_size)
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation batches in a fixed order (empty when ``val_fraction`` is 0)."""
-        return [] if self.val_set is None else self._loader(self.val_set, shuffle=False, drop_last=False)
+        return [] if self.val_set is None else self._loader(self.val_set, sampler=None, drop_last=False)
 
-    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+    def predict_dataloader(self) -> DataLoader:
+        """Batches whose conditions drive ``predict`` (validation data when there is any, else training data)."""
+        dataset = self.val_set if self.val_set is not None else self.train_set
+        assert dataset is not None, "call setup() first"
+        return self._loader(dataset, sampler=None, drop_last=False)
+
+    def _loader(self, dataset: Dataset, sampler: ResumableRandomSampler | None, drop_last: bool) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -200,14 +216,23 @@ class MedicalImageDataModule(L.LightningDataModule):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """Split and vocabulary, saved in checkpoints so a resumed run can check it sees the same data."""
-        if self.datalist is None:
-            return {"seed": self.seed}
-        val_subjects = sorted({r.subject for r in getattr(self.val_set, "records", [])})
-        return {"seed": self.seed, "val_subjects": val_subjects, "vocab": self.condition_vocab}
+        """Split, vocabulary and the position in the current epoch, saved in every checkpoint."""
+        state: dict[str, Any] = {"seed": self.seed}
+        if self.datalist is not None:
+            state["val_subjects"] = sorted({r.subject for r in getattr(self.val_set, "records", [])})
+            state["vocab"] = self.condition_vocab
+        trainer = getattr(self, "_trainer", None) or getattr(self, "trainer", None)
+        if trainer is not None and self.train_set is not None:
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            epoch = trainer.current_epoch
+            per_epoch = len(self.train_set) // self.batch_size if len(self.train_set) > self.batch_size else 1  # type: ignore[arg-type]
+            state["position"] = (epoch + 1, 0) if done >= per_epoch else (epoch, done * self.batch_size)
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Warn when a resumed run splits its data differently from the checkpoint."""
+        """Resume the epoch where the checkpoint left it; warn when the split differs from the checkpoint's."""
+        if "position" in state_dict:
+            self._resume = (int(state_dict["position"][0]), int(state_dict["position"][1]))
         current = self.state_dict()
         if (
             "val_subjects" in state_dict

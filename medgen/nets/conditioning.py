@@ -63,15 +63,13 @@ class ConditionEmbedding(nn.Module):
                 self.embeddings[spec.name] = nn.Embedding(spec.num_classes + 1, dim)
             else:
                 self.embeddings[spec.name] = nn.Sequential(nn.Linear(1, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.null = nn.ParameterDict(
-            {s.name: nn.Parameter(torch.zeros(dim)) for s in self.specs if s.kind == "scalar"}
-        )
+        self.null = nn.ParameterDict({s.name: nn.Parameter(torch.zeros(dim)) for s in self.specs if s.kind == "scalar"})
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         """``(B, K)`` values → ``(B, dim)`` embedding."""
         if values.ndim != 2 or values.shape[1] != len(self.specs):
             raise ValueError(f"expected condition values of shape (B, {len(self.specs)}), got {tuple(values.shape)}")
-        out = 0
+        out: torch.Tensor | None = None
         for k, spec in enumerate(self.specs):
             column = values[:, k]
             dropped = torch.isnan(column)
@@ -79,9 +77,11 @@ class ConditionEmbedding(nn.Module):
                 ids = torch.where(dropped, torch.full_like(column, spec.num_classes), column).long()
                 if bool(((ids < 0) | (ids > spec.num_classes)).any()):
                     raise ValueError(f"condition '{spec.name}' has class ids outside 0..{spec.num_classes - 1}")
-                out = out + self.embeddings[spec.name](ids)
+                emb = self.embeddings[spec.name](ids)
             else:
                 z = ((torch.nan_to_num(column) - spec.mean) / spec.std).unsqueeze(1)
                 emb = self.embeddings[spec.name](z.to(self.null[spec.name].dtype))
-                out = out + torch.where(dropped.unsqueeze(1), self.null[spec.name].expand_as(emb), emb)
-        return out  # type: ignore[return-value]
+                emb = torch.where(dropped.unsqueeze(1), self.null[spec.name].expand_as(emb), emb)
+            out = emb if out is None else out + emb
+        assert out is not None, "ConditionEmbedding needs at least one condition"
+        return out

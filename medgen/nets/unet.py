@@ -22,6 +22,7 @@ from monai.networks.nets import DiffusionModelUNet
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from medgen.config import class_config
 from medgen.errors import InputError
 from medgen.nets.condition import Condition
 from medgen.nets.conditioning import ConditionEmbedding, ConditionSpec
@@ -64,13 +65,24 @@ class DiffusionUNet(nn.Module):
         image_channels: int = 0,
     ) -> None:
         super().__init__()
+        self.config = class_config(self, {k: v for k, v in locals().items() if k not in ("self", "__class__")})
         if spatial_dims not in (2, 3):
             raise InputError("model.net.spatial_dims", f"expected 2 or 3, got {spatial_dims}")
         if len(channels) != len(attention_levels):
-            raise InputError("model.net.attention_levels", f"needs one entry per level ({len(channels)}), got {len(attention_levels)}")
+            raise InputError(
+                "model.net.attention_levels",
+                f"needs one entry per level ({len(channels)}), got {len(attention_levels)}",
+            )
         bad = [c for c in channels if c % norm_num_groups]
         if bad:
             raise InputError("model.net.channels", f"{bad} not divisible by norm_num_groups={norm_num_groups}")
+        heads = [num_head_channels] * len(channels) if isinstance(num_head_channels, int) else list(num_head_channels)
+        bad_heads = [c for c, h, a in zip(channels, heads, attention_levels, strict=False) if a and c % h]
+        if bad_heads:
+            raise InputError(
+                "model.net.num_head_channels",
+                f"attention levels with {bad_heads} channels are not divisible by {num_head_channels}",
+            )
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.image_channels = image_channels
@@ -89,7 +101,7 @@ class DiffusionUNet(nn.Module):
             num_class_embeds=1 if self.conditions else None,
         )
         if self.conditions:
-            self.unet.class_embedding = ConditionEmbedding(self.conditions, channels[0] * 4)
+            self.unet.class_embedding = ConditionEmbedding(self.conditions, channels[0] * 4)  # type: ignore[assignment]
         if gradient_checkpointing:
             enable_gradient_checkpointing(self.unet)
 
@@ -125,7 +137,11 @@ class DiffusionUNet(nn.Module):
             x = torch.cat([x, cond.image.to(x.dtype)], dim=1)
         labels = None
         if self.conditions:
-            labels = cond.values if cond.values is not None else torch.full((x.shape[0], len(self.conditions)), float("nan"), device=x.device)
+            labels = (
+                cond.values
+                if cond.values is not None
+                else torch.full((x.shape[0], len(self.conditions)), float("nan"), device=x.device)
+            )
         return self.unet(
             x,
             t,
@@ -137,7 +153,7 @@ class DiffusionUNet(nn.Module):
 
 def enable_gradient_checkpointing(unet: nn.Module) -> None:
     """Checkpoint the forward of every down, middle and up block of a MONAI diffusion UNet (in place)."""
-    blocks = [*unet.down_blocks, unet.middle_block, *unet.up_blocks]  # type: ignore[union-attr]
+    blocks: list[Any] = [*unet.down_blocks, unet.middle_block, *unet.up_blocks]  # type: ignore[misc, union-attr]
     for block in blocks:
         block.forward = functools.partial(_checkpointed, block.forward)
 

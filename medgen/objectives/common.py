@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
+from medgen.sampling.common import expand_like
+
+__all__ = ["TrainingTarget", "expand_like", "weighted_mse"]
+
 
 @dataclass
 class TrainingTarget:
@@ -22,11 +26,6 @@ class TrainingTarget:
     t: torch.Tensor
     target: torch.Tensor
     weight: torch.Tensor
-
-
-def expand_like(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` → ``(B, 1, …, 1)`` broadcastable against ``like`` of any rank (2D and 3D alike)."""
-    return values.reshape(values.shape[0], *([1] * (like.ndim - 1))).to(like.dtype)
 
 
 def weighted_mse(pred: torch.Tensor, target: TrainingTarget) -> torch.Tensor:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 from diffusers import DDPMScheduler
 
+from medgen.config import class_config
 from medgen.errors import InputError
 from medgen.objectives.common import TrainingTarget, expand_like, weighted_mse
 
@@ -56,10 +57,15 @@ class DiffusionObjective:
         clip_sample: bool = True,
         timestep_spacing: Literal["leading", "trailing", "linspace"] = "trailing",
     ) -> None:
+        self.config = class_config(self, {k: v for k, v in locals().items() if k not in ("self", "__class__")})
         if prediction_type not in _DIFFUSERS_PREDICTION:
-            raise InputError("model.objective.prediction_type", f"expected epsilon, v or sample, got '{prediction_type}'")
+            raise InputError(
+                "model.objective.prediction_type", f"expected epsilon, v or sample, got '{prediction_type}'"
+            )
         if beta_schedule not in _DIFFUSERS_SCHEDULE:
-            raise InputError("model.objective.beta_schedule", f"expected linear, scaled_linear or cosine, got '{beta_schedule}'")
+            raise InputError(
+                "model.objective.beta_schedule", f"expected linear, scaled_linear or cosine, got '{beta_schedule}'"
+            )
         if min_snr_gamma is not None and min_snr_gamma <= 0:
             raise InputError("model.objective.min_snr_gamma", f"expected a positive value or null, got {min_snr_gamma}")
         self.prediction_type = prediction_type
@@ -92,7 +98,9 @@ class DiffusionObjective:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         if self.offset_noise > 0:
             offset_shape = (b, x0.shape[1]) + (1,) * (x0.ndim - 2)
-            noise = noise + self.offset_noise * torch.randn(offset_shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            noise = noise + self.offset_noise * torch.randn(
+                offset_shape, generator=generator, device=x0.device, dtype=x0.dtype
+            )
         x_t = self.scheduler.add_noise(x0, noise, t)
         if self.prediction_type == "epsilon":
             target = noise

@@ -14,20 +14,17 @@ from typing import Literal
 
 import torch
 
+from medgen.config import class_config
 from medgen.errors import InputError
 from medgen.objectives.common import TrainingTarget, expand_like, weighted_mse
+from medgen.sampling.flow import resolution_shift, shift_time
 
 TimeSampling = Literal["uniform", "logit_normal"]
 
 
-def shift_time(t: torch.Tensor, shift: float) -> torch.Tensor:
-    """Apply the SD3 time shift t' = s·t / (1 + (s − 1)·t) (identity for s = 1)."""
-    return shift * t / (1.0 + (shift - 1.0) * t)
-
-
-def resolution_shift(spatial_shape: tuple[int, ...], base_voxels: int = 64 * 64) -> float:
-    """√(voxels / base_voxels), at least 1: the shift for an image of ``spatial_shape``."""
-    return max(1.0, math.sqrt(math.prod(spatial_shape) / base_voxels))
+def resolution_shift_for(spatial_shape: tuple[int, ...], base_voxels: int = 64 * 64) -> float:
+    """:func:`~medgen.sampling.flow.resolution_shift` for an image of ``spatial_shape``, at least 1."""
+    return max(1.0, resolution_shift(math.prod(spatial_shape), base_voxels))
 
 
 class FlowObjective:
@@ -52,8 +49,11 @@ class FlowObjective:
         base_voxels: int = 64 * 64,
         time_scale: float = 1000.0,
     ) -> None:
+        self.config = class_config(self, {k: v for k, v in locals().items() if k not in ("self", "__class__")})
         if time_sampling not in ("uniform", "logit_normal"):
-            raise InputError("model.objective.time_sampling", f"expected uniform or logit_normal, got '{time_sampling}'")
+            raise InputError(
+                "model.objective.time_sampling", f"expected uniform or logit_normal, got '{time_sampling}'"
+            )
         if shift != "auto" and float(shift) <= 0:
             raise InputError("model.objective.shift", f"expected a positive number or 'auto', got {shift}")
         self.time_sampling = time_sampling
@@ -65,9 +65,11 @@ class FlowObjective:
 
     def shift_for(self, spatial_shape: tuple[int, ...]) -> float:
         """The time shift used for images of ``spatial_shape``."""
-        return resolution_shift(spatial_shape, self.base_voxels) if self.shift == "auto" else float(self.shift)
+        return resolution_shift_for(spatial_shape, self.base_voxels) if self.shift == "auto" else float(self.shift)
 
-    def sample_time(self, b: int, spatial_shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    def sample_time(
+        self, b: int, spatial_shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device
+    ) -> torch.Tensor:
         """Draw ``(B,)`` training times in (0, 1), shifted for the resolution."""
         if self.time_sampling == "uniform":
             t = torch.rand(b, generator=generator, device=device)

@@ -7,6 +7,7 @@ new one from a plain config every time (see ``docs/DESIGN.md``, principle 2).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import diffusers
@@ -29,6 +30,12 @@ SAMPLER_ALIASES: dict[str, str] = {
     "deis": "DEISMultistepScheduler",
 }
 """Short sampler names and the diffusers scheduler classes they stand for."""
+
+_UNSUPPORTED_PREDICTIONS: dict[str, set[str]] = {
+    "EulerAncestralDiscreteScheduler": {"sample"},
+    "PNDMScheduler": {"sample"},
+}
+"""Prediction types that diffusers' ``step`` rejects only after a network call has been spent."""
 
 
 def scheduler_class_name(name: str) -> str:
@@ -59,13 +66,24 @@ def make_scheduler(name: str, config: dict[str, Any]) -> SchedulerMixin:
         name: An alias from :data:`SAMPLER_ALIASES` or any diffusers scheduler class name (any case).
         config: The noise schedule the model was trained with, as a ``DDPMScheduler`` config
             (``num_train_timesteps``, ``beta_schedule``, ``beta_start``, ``beta_end``, ``prediction_type``,
-            ``clip_sample``, ...). Keys the target class does not know are ignored by ``from_config``.
+            ``clip_sample``, ...). Keys the target class does not take are dropped (silently: a DDPM config
+            holds ``variance_type``, which e.g. ``LCMScheduler`` does not know).
+            Every key given is used as given: diffusers' private ``_use_default_values`` list (present in
+            dicts made from ``scheduler.config``) is dropped, since ``from_config`` would otherwise silently
+            ignore those keys even after they were edited (e.g. a changed ``prediction_type``).
 
     Returns:
         A new scheduler instance; nothing is shared with earlier calls.
 
     Raises:
-        InputError: ``name`` is unknown.
+        InputError: ``name`` is unknown, or the scheduler cannot step with the config's ``prediction_type``.
     """
-    cls = getattr(diffusers, scheduler_class_name(name))
-    return cls.from_config(dict(config))
+    class_name = scheduler_class_name(name)
+    prediction = config.get("prediction_type", "epsilon")
+    if prediction in _UNSUPPORTED_PREDICTIONS.get(class_name, set()):
+        raise InputError("sampler", f"{class_name} does not support prediction_type '{prediction}'")
+    cls = getattr(diffusers, class_name)
+    params = inspect.signature(cls.__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kept = {k: v for k, v in config.items() if k != "_use_default_values" and (takes_any or k in params)}
+    return cls.from_config(kept)
