@@ -35,4 +35,8 @@ def instantiate(config: dict[str, Any]) -> Any:
         raise ValueError(f"refusing to instantiate '{path}': only medgen classes can be rebuilt from a checkpoint")
     module_name, _, name = path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), name)
-    return cls(**config.get("init_args", {}))
+    args = {
+        k: instantiate(v) if isinstance(v, dict) and "class_path" in v else v
+        for k, v in config.get("init_args", {}).items()
+    }
+    return cls(**args)

@@ -10,6 +10,7 @@ losses and sample grids, stops on a non-finite loss, and stores what generation 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ class GenerativeModule(L.LightningModule):
         optimizer: Callable building the optimizer from the parameters.
         warmup_steps: Linear learning-rate warm-up steps (then constant).
         cond_drop_prob: Probability of dropping a sample's conditions in training (classifier-free guidance).
-        image_condition_key: Batch key of the conditioning image when the net has ``image_channels``.
+        image_condition_key: Batch key of the conditioning image (``image_channels``) or ControlNet input.
         val_num_samples: Samples drawn for the validation picture (0 disables).
         sample_every_n_epochs: Draw the validation picture every n validation epochs.
         sample_size: Spatial size of generated samples (default: the data module's ``image_size``).
@@ -125,7 +126,7 @@ class GenerativeModule(L.LightningModule):
     def condition_from_batch(self, batch: dict[str, Any]) -> Condition | None:
         """The :class:`Condition` the net needs, from a data-module batch."""
         names: list[str] = list(getattr(self.net, "condition_names", []))
-        values = image = None
+        values = image = control = None
         if names:
             cond = batch.get("cond") or {}
             missing = [n for n in names if n not in cond]
@@ -141,7 +142,13 @@ class GenerativeModule(L.LightningModule):
                     f"the net needs a conditioning image but the batch has no '{self.image_condition_key}'"
                 )
             image = batch[self.image_condition_key]
-        result = Condition(values=values, image=image)
+        if getattr(self.net, "control_channels", 0):
+            if self.image_condition_key not in batch:
+                raise MedgenError(
+                    f"the ControlNet needs a control image but the batch has no '{self.image_condition_key}'"
+                )
+            control = batch[self.image_condition_key]
+        result = Condition(values=values, image=image, control=control)
         return None if result.is_empty() else result
 
     def step_generator(self, step: int, stream: int = 0) -> torch.Generator:
@@ -169,12 +176,11 @@ class GenerativeModule(L.LightningModule):
         return loss
 
     def _non_finite_message(self, loss: torch.Tensor) -> str:
-        ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or getattr(
-            self.trainer.checkpoint_callback, "best_model_path", ""
-        )
-        where = f"last good checkpoint: {ckpt}" if ckpt else "no checkpoint was saved yet"
+        step = self.global_step
+        good = last_checkpoint_before(self.trainer, step)
+        where = f"last good checkpoint: {good}" if good else f"no checkpoint from before step {step}"
         return (
-            f"training stopped: loss is {float(loss)} at step {self.global_step}; {where} "
+            f"training stopped: loss is {float(loss)} at step {step}; {where} "
             "(lower the learning rate, enable gradient clipping or use bf16-mixed instead of 16-mixed)"
         )
 
@@ -259,6 +265,24 @@ class GenerativeModule(L.LightningModule):
             random.setstate(rng["python"])
             if rng.get("cuda") and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def last_checkpoint_before(trainer: L.Trainer, step: int) -> str | None:
+    """The newest ``*step=N*.ckpt`` with N < ``step`` in any ModelCheckpoint folder.
+
+    A checkpoint written at global step N holds the weights that produced the loss at step N, so only
+    checkpoints from before the failing step are known to be good.
+    """
+    best: tuple[int, str] | None = None
+    for callback in trainer.checkpoint_callbacks:
+        folder = getattr(callback, "dirpath", None)
+        if not folder or not Path(folder).is_dir():
+            continue
+        for path in Path(folder).glob("*.ckpt"):
+            match = re.search(r"step=(\d+)", path.name)
+            if match and int(match.group(1)) < step and (best is None or int(match.group(1)) > best[0]):
+                best = (int(match.group(1)), str(path))
+    return None if best is None else best[1]
 
 
 def _numpy_state_to_plain(state: Any) -> list[Any]:

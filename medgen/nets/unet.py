@@ -110,6 +110,19 @@ class DiffusionUNet(nn.Module):
         """Names of the value conditions, in column order."""
         return [c.name for c in self.conditions]
 
+    def prepare(self, x: torch.Tensor, cond: Condition | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The UNet's input (``x`` with the conditioning image concatenated) and its ``(B, K)`` class labels."""
+        cond = cond or Condition()
+        if self.image_channels:
+            if cond.image is None:
+                raise ValueError(f"this network needs a conditioning image with {self.image_channels} channel(s)")
+            x = torch.cat([x, cond.image.to(x.dtype)], dim=1)
+        labels = None
+        if self.conditions:
+            nan = torch.full((x.shape[0], len(self.conditions)), float("nan"), device=x.device)
+            labels = cond.values if cond.values is not None else nan
+        return x, labels
+
     def forward(
         self,
         x: torch.Tensor,
@@ -130,18 +143,7 @@ class DiffusionUNet(nn.Module):
         Returns:
             ``(B, out_channels, *spatial)``.
         """
-        cond = cond or Condition()
-        if self.image_channels:
-            if cond.image is None:
-                raise ValueError(f"this network needs a conditioning image with {self.image_channels} channel(s)")
-            x = torch.cat([x, cond.image.to(x.dtype)], dim=1)
-        labels = None
-        if self.conditions:
-            labels = (
-                cond.values
-                if cond.values is not None
-                else torch.full((x.shape[0], len(self.conditions)), float("nan"), device=x.device)
-            )
+        x, labels = self.prepare(x, cond)
         return self.unet(
             x,
             t,

@@ -80,3 +80,33 @@ def test_resume_after_interruption_continues_exactly(config: str, data: str, tmp
     assert sorted(reference) == list(range(8))
     assert sorted(first) == [0, 1, 2] and sorted(second) == [3, 4, 5, 6, 7]
     assert {**first, **second} == reference  # bit-identical on CPU
+
+
+def test_predict_bf16_and_model_help(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = _fit(
+        "ddpm_2d.yaml",
+        tmp_path,
+        "--trainer.precision=bf16-mixed",
+        "--trainer.max_steps=2",
+        "--trainer.val_check_interval=2",
+    )
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file() and (run / "samples" / "step_0000002.png").is_file()
+    assert (
+        main(
+            [
+                "predict",
+                f"--config={CONFIGS / 'ddpm_2d.yaml'}",
+                f"--ckpt_path={ckpt}",
+                f"--trainer.default_root_dir={tmp_path}",
+                "--trainer.limit_predict_batches=1",
+                *QUIET,
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["fit", "--model.help", "medgen.lit.DiffusionModule"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--model.sampler", "--model.cond_drop_prob", "--model.net", "--model.num_inference_steps"):
+        assert option in out
