@@ -132,9 +132,8 @@ def main() -> None:
         results["medgen DiffusionModule"] += medgen_module(args, shape, device)[args.warmup :]
     base = statistics.median(results["hand-written loop"])
     ours = statistics.median(results["medgen DiffusionModule"])
-    print(
-        f"device {device}, {args.spatial_dims}D {args.size}^{args.spatial_dims}, batch {args.batch}, torch threads {torch.get_num_threads()}"
-    )
+    size = f"{args.size}^{args.spatial_dims}"
+    print(f"device {device}, {args.spatial_dims}D {size}, batch {args.batch}, torch threads {torch.get_num_threads()}")
     print(f"hand-written loop:        {base * 1000:8.2f} ms/step (median of {len(results['hand-written loop'])})")
     print(f"medgen DiffusionModule:   {ours * 1000:8.2f} ms/step (median of {len(results['medgen DiffusionModule'])})")
     print(f"ratio medgen / hand-written: {ours / base:.3f} (target <= 1.05)")
