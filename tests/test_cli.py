@@ -102,8 +102,8 @@ def test_dataset_command_summary_and_grid(
 
 
 def test_demo_runs(tmp_path: Path) -> None:
-    res = _run("demo", "--out", str(tmp_path / "demo"))
+    res = _run("demo", "--out", str(tmp_path / "demo"), "--steps", "10")
     assert res.returncode == 0, res.stderr
-    for name in ("mri_2d_slices.png", "ct_3d_volumes.png", "xray_2d.png"):
+    for name in ("mri_2d_slices.png", "ct_3d_volumes.png", "xray_2d.png", "mri_2d_samples.png", "mri_2d_real.png"):
         assert (tmp_path / "demo" / name).stat().st_size > 1000
-    assert "foundation stage" in res.stdout
+    assert "[4/4] training a small diffusion model" in res.stdout and "feature MMD" in res.stdout
