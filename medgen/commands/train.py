@@ -27,6 +27,7 @@ class MedgenCLI(LightningCLI):
 def run(subcommand: str, argv: Sequence[str]) -> int:
     """Run one LightningCLI subcommand with ``argv`` (options after the subcommand)."""
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
     saved_argv = sys.argv
     sys.argv = ["medgen"]  # LightningCLI warns when both sys.argv and args are set

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,16 @@ class GenerativeModule(L.LightningModule):
     ) -> torch.Tensor:
         """``(num_samples, C, *image_size)`` samples in the data's intensity range."""
         raise NotImplementedError
+
+    @contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        """Put the network in eval mode for the block and restore its previous mode afterwards."""
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            yield
+        finally:
+            self.net.train(was_training)
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:

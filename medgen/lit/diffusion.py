@@ -98,9 +98,7 @@ class DiffusionModule(GenerativeModule):
         Returns:
             ``(B, C, *image_size)`` samples.
         """
-        was_training = self.net.training
-        self.net.eval()
-        try:
+        with self.eval_mode():
             return sample_diffusion(
                 lambda x, t, c: self.net(x, t, c),
                 self.objective.scheduler_config,
@@ -113,8 +111,6 @@ class DiffusionModule(GenerativeModule):
                 device=self.device,
                 progress=progress,
             )
-        finally:
-            self.net.train(was_training)
 
     def medgen_metadata(self) -> dict[str, object]:
         """Base metadata plus the objective's config and the sampling defaults."""

@@ -105,10 +105,8 @@ class FlowMatchingModule(GenerativeModule):
         Returns:
             ``(B, C, *image_size)`` samples.
         """
-        was_training = self.net.training
-        self.net.eval()
         shape = self.sample_shape(num_samples)
-        try:
+        with self.eval_mode():
             return sample_flow(
                 self.velocity,
                 shape,
@@ -121,8 +119,6 @@ class FlowMatchingModule(GenerativeModule):
                 device=self.device,
                 progress=progress,
             )
-        finally:
-            self.net.train(was_training)
 
     @torch.no_grad()
     def translate(
@@ -150,9 +146,7 @@ class FlowMatchingModule(GenerativeModule):
         Returns:
             ``(B, C, *image_size)`` translated images.
         """
-        was_training = self.net.training
-        self.net.eval()
-        try:
+        with self.eval_mode():
             return translate(
                 self.velocity,
                 images.to(self.device),
@@ -163,8 +157,6 @@ class FlowMatchingModule(GenerativeModule):
                 guidance=self.guidance if guidance is None else guidance,
                 shift=self.objective.shift_for(tuple(images.shape[2:])),
             )
-        finally:
-            self.net.train(was_training)
 
     def medgen_metadata(self) -> dict[str, object]:
         """Base metadata plus the objective's config and the sampling defaults."""

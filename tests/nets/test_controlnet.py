@@ -11,23 +11,11 @@ from medgen.config import instantiate
 from medgen.nets.condition import Condition
 from medgen.nets.controlnet import ControlNetUNet
 from medgen.nets.unet import DiffusionUNet
+from tests.helpers import tiny_unet
 
 
 def _base(spatial_dims: int) -> DiffusionUNet:
-    torch.manual_seed(0)
-    net = DiffusionUNet(
-        spatial_dims=spatial_dims,
-        channels=(8, 16),
-        attention_levels=(False, True),
-        num_res_blocks=1,
-        num_head_channels=8,
-        norm_num_groups=8,
-    )
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.ndim > 1 and not p.any():
-                p.normal_(std=0.05)
-    return net
+    return tiny_unet(spatial_dims)
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])

@@ -10,27 +10,13 @@ from medgen.errors import InputError
 from medgen.nets.condition import Condition
 from medgen.nets.conditioning import ConditionSpec
 from medgen.nets.unet import DiffusionUNet
+from tests.helpers import tiny_unet
 
 SPECS = [ConditionSpec("label", "class", num_classes=3), ConditionSpec("age", "scalar", mean=60.0, std=10.0)]
 
 
 def _net(spatial_dims: int, **kw: object) -> DiffusionUNet:
-    torch.manual_seed(0)
-    args = dict(
-        spatial_dims=spatial_dims,
-        channels=(8, 16),
-        attention_levels=(False, True),
-        num_res_blocks=1,
-        num_head_channels=8,
-        norm_num_groups=8,
-    )
-    args.update(kw)
-    net = DiffusionUNet(**args)  # type: ignore[arg-type]
-    with torch.no_grad():  # MONAI zero-initialises output convolutions; give them weights to test with
-        for p in net.parameters():
-            if p.ndim > 1 and not p.any():
-                p.normal_(std=0.05)
-    return net
+    return tiny_unet(spatial_dims, **kw)
 
 
 def _x(spatial_dims: int, b: int = 2) -> torch.Tensor:
