@@ -55,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per medgen command."""
-    from medgen.commands import demo, inspect
+    from medgen.commands import demo, evaluate, inspect
 
     parser = _Parser(
         prog="medgen",
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="build the training data as `fit` would: summary, skipped files, preview grid",
         add_help=False,
     )
+    evaluate.add_parser(sub)
     demo.add_parser(sub)
     return parser
 

@@ -216,7 +216,7 @@ def _spacing(img: MetaTensor, fmt: Format, rank: int, series: bool) -> list[floa
 # --------------------------------------------------------------------------------------------- writing
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Write a file through a temporary name in the same folder, then rename it into place.
 
     A crash leaves either the old file or nothing, never a half-written one.

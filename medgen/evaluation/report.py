@@ -112,7 +112,7 @@ def _histogram_png(real: torch.Tensor, fake: torch.Tensor, value_range: tuple[fl
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
-    bins = np.linspace(value_range[0], value_range[1], 81)
+    bins = [float(b) for b in np.linspace(value_range[0], value_range[1], 81)]
     ax.hist(real.flatten().float().numpy(), bins=bins, density=True, alpha=0.5, label="real")
     ax.hist(fake.flatten().float().numpy(), bins=bins, density=True, alpha=0.5, label="generated")
     ax.set_xlabel("intensity")
@@ -152,19 +152,25 @@ def render_html(
         f"<p>{report.n_real} real vs {report.n_fake} generated &middot; created {html.escape(data['created'])}</p>",
     ]
     parts += [f"<p class='warn'>{html.escape(w)}</p>" for w in report.warnings]
-    parts.append("<h2>Metrics</h2><table><tr><th>metric</th><th>value</th><th>95% CI</th><th>real-vs-real baseline</th></tr>")
+    parts.append(
+        "<h2>Metrics</h2><table><tr><th>metric</th><th>value</th><th>95% CI</th><th>real-vs-real baseline</th></tr>"
+    )
     parts.append(_metric_rows(report) + "</table>")
     if real is not None and fake is not None:
         parts.append("<h2>Real (left) and generated (right)</h2><div style='display:flex;gap:2em'>")
         for images in (real[:16], fake[:16]):
-            parts.append(f"<img width='480' src='data:image/png;base64,{_png_b64(image_grid(images, value_range, ncol=4))}'>")
+            parts.append(
+                f"<img width='480' src='data:image/png;base64,{_png_b64(image_grid(images, value_range, ncol=4))}'>"
+            )
         parts.append("</div><h2>Intensity histograms</h2>")
         parts.append(f"<img src='data:image/png;base64,{_histogram_png(real, fake, value_range)}'>")
     if report.per_image:
         keys = list(report.per_image[0])
         parts.append("<h2>Per image</h2><table><tr>" + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>")
         for row in report.per_image[:200]:
-            cells = "".join(f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>" for v in row.values())
+            cells = "".join(
+                f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>" for v in row.values()
+            )
             parts.append(f"<tr>{cells}</tr>")
         parts.append("</table>")
     protocol = html.escape(json.dumps(data["protocol"], indent=2))
