@@ -1,6 +1,7 @@
-"""Evaluation reports: ``report.json`` (machine-readable, the CONTRACT schema) and a self-contained
-``report.html`` (metric table with CIs and real-vs-real baselines, real vs generated sample grids,
-intensity histograms). Images are embedded as base64 PNGs so the page can be mailed or archived alone.
+"""Evaluation reports: ``report.json`` in the CONTRACT schema and a self-contained ``report.html``.
+
+The page has the metric table with CIs and real-vs-real baselines, real vs generated sample grids and
+intensity histograms. Images are embedded as base64 PNGs so the page can be mailed or archived alone.
 """
 
 from __future__ import annotations
