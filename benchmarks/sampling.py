@@ -7,13 +7,13 @@ ddpm-1000, ddim-50, dpm++-20, unipc-10, flow Euler-30 and flow Heun-15.
 
     python benchmarks/sampling.py [--diffusion-ckpt PATH] [--flow-ckpt PATH] [--num-samples 64]
 
-Without checkpoints it first trains both with configs/quality/{ddpm,flow}_mri_2d_32.yaml (a few minutes each).
+Without checkpoints it first trains both with configs/quality/{ddpm,flow}_mri_2d_32.yaml (a few minutes each)
+into runs/bench_sampling/ and reuses them on later runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
@@ -82,7 +82,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--diffusion-ckpt")
     p.add_argument("--flow-ckpt")
-    p.add_argument("--num-samples", type=int, default=64)
+    p.add_argument("--num-samples", type=int, default=32)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ckpts = {
