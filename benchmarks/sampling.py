@@ -84,14 +84,12 @@ def main() -> None:
     p.add_argument("--flow-ckpt")
     p.add_argument("--num-samples", type=int, default=32)
     args = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpts = {
-            "diffusion": Path(args.diffusion_ckpt)
-            if args.diffusion_ckpt
-            else train("ddpm_mri_2d_32.yaml", Path(tmp) / "d"),
-            "flow": Path(args.flow_ckpt) if args.flow_ckpt else train("flow_mri_2d_32.yaml", Path(tmp) / "f"),
-        }
-        modules = {k: load_module(v) for k, v in ckpts.items()}
+    runs = ROOT / "runs" / "bench_sampling"
+    ckpts = {
+        "diffusion": Path(args.diffusion_ckpt) if args.diffusion_ckpt else train("ddpm_mri_2d_32.yaml", runs / "ddpm"),
+        "flow": Path(args.flow_ckpt) if args.flow_ckpt else train("flow_mri_2d_32.yaml", runs / "flow"),
+    }
+    modules = {k: load_module(v) for k, v in ckpts.items()}
     dm = MedicalImageDataModule(
         "demo:mri", modality="mri", spatial_dims=2, image_size=32, num_workers=0, val_fraction=0.0
     )
