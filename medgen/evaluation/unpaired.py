@@ -1,0 +1,138 @@
+"""Unpaired (distribution) evaluation of a generated set against a real set, for ``medgen evaluate``.
+
+Intensities are mapped to [-1, 1] identically for both sets: linearly from ``--window LO,HI`` when given,
+else by the real set's modality preset (CT full HU window, MRI/X-ray percentiles) — the mapping is part of
+the metric and is recorded in the protocol. 2D images go through the extractor directly; 3D volumes are
+evaluated 2.5D (every slice along the three axes; FID per plane and their mean, the MAISI protocol).
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings as warnings_module
+from pathlib import Path
+
+import torch
+from monai.data import MetaTensor
+
+from medgen.data.io import load_image
+from medgen.data.presets import ModalityIntensity
+from medgen.errors import InputError
+from medgen.evaluation.distribution import prdc
+from medgen.evaluation.features import get_extractor
+from medgen.evaluation.report import MetricValue, Report, write_report
+from medgen.evaluation.similarity import ms_ssim
+from medgen.evaluation.slicing import PLANES, plane_features
+from medgen.evaluation.sources import ImageItem
+from medgen.evaluation.statistics import estimate, fid_value, kid_value
+from medgen.progress import progress
+
+UNPAIRED = ("fid", "kid", "prdc", "diversity")
+
+
+def normalised(items: list[ImageItem], window: tuple[float, float] | None, modality: str) -> list[torch.Tensor]:
+    """Each image as ``(1, *spatial)`` float32 in [-1, 1] (window, else the modality's preset)."""
+    preset = ModalityIntensity(modality)
+    out = []
+    for item in progress(items, "loading"):
+        img = load_image(item.path)
+        if window is not None:
+            lo, hi = window
+            out.append(((img.as_tensor().clamp(lo, hi) - lo) / (hi - lo) * 2 - 1).float())
+        else:
+            mapped = preset(img)
+            out.append((mapped.as_tensor() if isinstance(mapped, MetaTensor) else mapped).float())
+    return out
+
+
+def features_2d(extractor: torch.nn.Module, images: list[torch.Tensor], batch_size: int = 32) -> torch.Tensor:
+    """``(N, d)`` features of 2D images, batching images of equal shape."""
+    feats = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            if all(c.shape == chunk[0].shape for c in chunk):
+                feats.append(extractor(torch.stack(chunk)).double())
+            else:
+                feats += [extractor(c[None]).double() for c in chunk]
+    return torch.cat(feats)
+
+
+def diversity(images: list[torch.Tensor], pairs: int = 200, seed: int = 0) -> float:
+    """Mean MS-SSIM over random pairs of distinct images (data_range 2 on [-1, 1]); lower = more diverse."""
+    n = len(images)
+    if n < 2:
+        return float("nan")
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randint(0, n, (pairs,), generator=g)
+    b = (a + torch.randint(1, n, (pairs,), generator=g)) % n
+    same = [i for i in range(pairs) if images[int(a[i])].shape == images[int(b[i])].shape]
+    x = torch.stack([images[int(a[i])] for i in same])
+    y = torch.stack([images[int(b[i])] for i in same])
+    return ms_ssim(x, y, data_range=2.0).mean
+
+
+def evaluate_unpaired(args: argparse.Namespace, real: list[ImageItem], fake: list[ImageItem]) -> tuple[Path, Path]:
+    """Compute the unpaired metrics named in ``args.metrics`` and write the report."""
+    metrics = [m.strip() for m in (args.metrics or ",".join(UNPAIRED)).split(",") if m.strip()]
+    unknown = [m for m in metrics if m not in UNPAIRED]
+    warnings_module.filterwarnings("ignore", message="FID below")  # reported in the report's warnings instead
+    if unknown:
+        raise InputError(
+            "--metrics",
+            f"unknown unpaired metric(s) {unknown}; expected some of {', '.join(UNPAIRED)} (paired ones need --paired)",
+        )
+    modality = str(load_image(real[0].path).meta["modality"])
+    if args.window is None and modality not in ("ct", "mri", "xray"):
+        raise InputError(real[0].path, "modality unknown: give --window LO,HI to map intensities")
+    extractor, spec = get_extractor(args.extractor, args.weights)
+    real_imgs, fake_imgs = normalised(real, args.window, modality), normalised(fake, args.window, modality)
+    spatial_dims = real_imgs[0].ndim - 1
+    if spatial_dims == 3:
+        real_f, fake_f, per_plane = _features_3d(extractor, real_imgs, fake_imgs)
+    else:
+        real_f, fake_f, per_plane = features_2d(extractor, real_imgs), features_2d(extractor, fake_imgs), {}
+    values, warnings = _metric_values(metrics, real_f, fake_f, args, real_imgs, fake_imgs, per_plane)
+    mapping = "window" if args.window else f"{modality} preset"
+    protocol = {"mode": "unpaired", "extractor": spec.name, "extractor_sha256": spec.sha256, "resize": spec.resize,
+                "extractor_input": spec.input, "window": args.window, "intensity_mapping": mapping,
+                "spatial_dims": spatial_dims, "slicing": "2.5D (xy, yz, zx)" if spatial_dims == 3 else None,
+                "bootstrap": args.bootstrap, "seed": args.seed}  # fmt: skip
+    report = Report(values, len(real), len(fake), protocol, warnings)
+    shown = _examples(real_imgs), _examples(fake_imgs)
+    return write_report(report, args.out, shown[0], shown[1])
+
+
+def _features_3d(extractor: torch.nn.Module, real: list[torch.Tensor], fake: list[torch.Tensor]) -> tuple:
+    rf, ff = plane_features(extractor, real), plane_features(extractor, fake)
+    per_plane = {p: (getattr(rf, p), getattr(ff, p)) for p in PLANES}
+    return torch.cat([getattr(rf, p) for p in PLANES]), torch.cat([getattr(ff, p) for p in PLANES]), per_plane
+
+
+def _metric_values(metrics, real_f, fake_f, args, real_imgs, fake_imgs, per_plane):  # type: ignore[no-untyped-def]
+    values: dict[str, MetricValue] = {}
+    warnings: list[str] = []
+    for name, fn in (("fid", fid_value), ("kid", kid_value)):
+        if name not in metrics:
+            continue
+        est = estimate(real_f, fake_f, fn, n_boot=max(args.bootstrap, 2), seed=args.seed)
+        values[name] = MetricValue(est.value, list(est.ci95) if args.bootstrap else None, est.baseline)
+        if est.warning and est.warning not in warnings:
+            warnings.append(est.warning)
+    if "fid" in metrics and per_plane:
+        for plane, (r, f) in per_plane.items():
+            values[f"fid_{plane}"] = MetricValue(fid_value(r, f))
+    if "prdc" in metrics:
+        res = prdc(real_f, fake_f)
+        for key in ("precision", "recall", "density", "coverage"):
+            values[key] = MetricValue(float(getattr(res, key)), higher_is_better=True)
+    if "diversity" in metrics and real_imgs[0].ndim == 3:
+        values["diversity_ms_ssim"] = MetricValue(
+            diversity(fake_imgs, seed=args.seed), baseline=diversity(real_imgs, seed=args.seed)
+        )
+    return values, warnings
+
+
+def _examples(images: list[torch.Tensor]) -> torch.Tensor | None:
+    chosen = [im for im in images[:16] if im.shape == images[0].shape]
+    return torch.stack(chosen) if chosen else None
