@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -14,15 +13,6 @@ from torch import nn
 from medgen.errors import InputError
 from medgen.evaluation.distribution import FID, KID, FeatureBank, fid, frechet_distance, gaussian_stats, kid, prdc
 from medgen.evaluation.slicing import PLANES, fid_2p5d, plane_features, slice_volume
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a 2-core machine shared with other jobs, OpenMP spin-waits make 2 threads slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def pytorch_fid_formula(x: np.ndarray, y: np.ndarray) -> float:

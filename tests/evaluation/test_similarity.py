@@ -18,15 +18,6 @@ SHAPES = {"2d": (96, 96), "3d": (40, 40, 40)}
 WANG = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two torch threads on a busy 2-core machine are many times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def smooth_pair(shape, seed=0, low=0.0, high=1.0, noise=0.05):
     """A smooth image in [low, high] and a copy with Gaussian noise of ``noise * (high - low)``."""
     rng = np.random.default_rng(seed)

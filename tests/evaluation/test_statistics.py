@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import torch
 
 from medgen.errors import InputError
 from medgen.evaluation.distribution import fid
@@ -19,15 +17,6 @@ from medgen.evaluation.statistics import (
     small_n_warning,
     split_half_baseline,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a 2-core machine shared with other jobs, OpenMP spin-waits make 2 threads slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _sets(n_real: int, n_fake: int, shift: float, d: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -30,15 +30,6 @@ PINNED_2025 = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two torch threads on a busy 2-core machine are many times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def phantom_case(shape):
     """int16 HU phantom, its prediction with 60 HU of seeded noise, and the body mask."""
     phantom = ct_phantom(shape=shape, seed=0)
