@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "and run every stage of medgen that exists on it, printing where the pictures and reports are.",
     )
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--steps", type=int, default=300, help="training steps of the demo model (default: 300; 0 skips)")
+    p.add_argument("--steps", type=int, default=600, help="training steps of the demo model (default: 600; 0 skips)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
     p.set_defaults(func=run)
 
