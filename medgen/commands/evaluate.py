@@ -97,7 +97,7 @@ def _paired(args: argparse.Namespace, real: list, fake: list) -> tuple[object, o
         else []
     )
     report = Report(result.metrics, len(pairs), len(pairs), protocol, warnings, result.per_image)
-    examples = [p for p in pairs[:16]]
+    examples = pairs[:16]
     shown = None
     try:
         shown = (load_stack([r for r, _ in examples], args.window), load_stack([f for _, f in examples], args.window))
