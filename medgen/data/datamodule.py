@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -225,8 +226,9 @@ class MedicalImageDataModule(L.LightningDataModule):
         if trainer is not None and self.train_set is not None:
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
             epoch = trainer.current_epoch
-            per_epoch = len(self.train_set) // self.batch_size if len(self.train_set) > self.batch_size else 1  # type: ignore[arg-type]
-            state["position"] = (epoch + 1, 0) if done >= per_epoch else (epoch, done * self.batch_size)
+            per_epoch = trainer.num_training_batches  # what the loop runs per epoch (drop-last, limits)
+            finished = math.isfinite(per_epoch) and done >= per_epoch
+            state["position"] = (epoch + 1, 0) if finished else (epoch, done * self.batch_size)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
