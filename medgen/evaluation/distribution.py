@@ -1,4 +1,4 @@
-"""Distribution metrics on extracted features: FID, KID and PRDC, plus torchmetrics ``Metric`` wrappers.
+"""Distribution metrics on extracted features: FID and PRDC, plus torchmetrics ``Metric`` wrappers (KID: ``kid.py``).
 
 All functions take ``(N, d)`` feature matrices (torch or numpy; computed in float64 on the CPU) from ONE feature
 pass, so FID, KID, PRDC, the real-vs-real baseline and the bootstrap CIs of
@@ -9,8 +9,7 @@ pass, so FID, KID, PRDC, the real-vs-real baseline and the bootstrap CIs of
   eigendecomposition when Σ1 is singular): the same quantity as scipy's ``sqrtm`` trace for PSD matrices, without
   its complex round-off, and about 3× cheaper than ``eigvals(Σ1 Σ2)`` at d = 2048. For N ≤ d, :func:`fid` uses
   the equivalent nuclear norm of ``A Bᵀ`` (centred features), which needs no d × d matrix at all.
-- KID (Bińkowski et al. 2018): unbiased MMD² with the kernel ``(x·y / d + 1)³``, averaged over seeded random
-  subsets (defaults 100 × min(1000, N)); std over subsets as torchmetrics (population std).
+- KID (Bińkowski et al. 2018): in :mod:`medgen.evaluation.kid` (functional ``kid`` and the ``KID`` Metric).
 - PRDC: precision/recall of Kynkäänniemi et al. 2019 (k = 3, inside a k-NN ball means distance ≤ radius) and
   density/coverage of Naeem et al. 2020 (k = 5, strict <, as the ``prdc`` package).
 """
@@ -126,57 +125,6 @@ def fid(real_feats: Features, fake_feats: Features) -> FIDResult:
     if min(real.shape[0], fake.shape[0]) <= real.shape[1]:
         return FIDResult(_fid_from_centred(real, fake), real.shape[0], fake.shape[0])
     return FIDResult(frechet_distance(gaussian_stats(real), gaussian_stats(fake)), real.shape[0], fake.shape[0])
-
-
-def polynomial_kernel(x: Tensor, y: Tensor) -> Tensor:
-    """KID kernel ``(x·y / d + 1)³`` between ``(M, d)`` and ``(N, d)`` → ``(M, N)``."""
-    return (x @ y.T / x.shape[1] + 1) ** 3
-
-
-def mmd2_unbiased(x: Tensor, y: Tensor) -> float:
-    """Unbiased MMD² (Gretton et al. 2012) with the KID polynomial kernel, ``(M, d)`` vs ``(N, d)``, M, N ≥ 2."""
-    m, n = x.shape[0], y.shape[0]
-    kxx, kyy = polynomial_kernel(x, x), polynomial_kernel(y, y)
-    within_x = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
-    within_y = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
-    return float(within_x + within_y - 2 * polynomial_kernel(x, y).mean())
-
-
-@dataclass(frozen=True)
-class KIDResult:
-    """KID mean and (population) std over ``num_subsets`` subsets of ``subset_size`` rows per set."""
-
-    mean: float
-    std: float
-    num_subsets: int
-    subset_size: int
-
-
-def kid(
-    real_feats: Features, fake_feats: Features, num_subsets: int = 100, subset_size: int | None = None, seed: int = 0
-) -> KIDResult:
-    """Kernel Inception Distance: unbiased MMD² averaged over seeded subsets drawn without replacement.
-
-    Args:
-        real_feats: ``(N_r, d)`` features.
-        fake_feats: ``(N_f, d)`` features.
-        num_subsets: Number of subsets (100 in all reference tools).
-        subset_size: Rows per subset; default ``min(1000, N_r, N_f)``.
-        seed: Seed of the subset draws.
-    """
-    real, fake = as_features(real_feats, "real_feats"), as_features(fake_feats, "fake_feats")
-    size = subset_size or min(1000, real.shape[0], fake.shape[0])
-    if not 2 <= size <= min(real.shape[0], fake.shape[0]) or num_subsets < 1:
-        raise InputError(
-            "subset_size", f"need 2 <= subset_size <= min(N_real, N_fake) and num_subsets >= 1, got {size}"
-        )
-    rng = np.random.default_rng(seed)
-    scores = []
-    for _ in range(num_subsets):
-        r = real[torch.from_numpy(rng.choice(real.shape[0], size, replace=False))]
-        f = fake[torch.from_numpy(rng.choice(fake.shape[0], size, replace=False))]
-        scores.append(mmd2_unbiased(r, f))
-    return KIDResult(float(np.mean(scores)), float(np.std(scores)), num_subsets, size)
 
 
 @dataclass(frozen=True)
@@ -304,7 +252,7 @@ class FeatureSets:
     fake: Tensor
 
 
-class _FeatureStore(Metric):
+class FeatureStore(Metric):
     """Keeps every feature row (``dist_reduce_fx="cat"``, gathered across DDP ranks)."""
 
     is_differentiable = False
@@ -322,13 +270,14 @@ class _FeatureStore(Metric):
         """Extract features of a batch of real or generated images and store them."""
         (self.real_features if real else self.fake_features).append(_extract(self.extractor, images))
 
-    def _gathered(self) -> FeatureSets:
+    def gathered(self) -> FeatureSets:
+        """The real and fake features stored so far (all ranks after a DDP sync)."""
         if len(self.real_features) == 0 or len(self.fake_features) == 0:  # a list, or a tensor after DDP sync
             raise InputError("features", "compute() needs both real and fake images; call update() with both")
         return FeatureSets(dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features))
 
 
-class FeatureBank(_FeatureStore):
+class FeatureBank(FeatureStore):
     """One feature pass for every distribution metric: ``compute()`` returns the gathered :class:`FeatureSets`.
 
     Args:
@@ -337,29 +286,4 @@ class FeatureBank(_FeatureStore):
 
     def compute(self) -> FeatureSets:
         """The real and fake features seen so far (all ranks)."""
-        return self._gathered()
-
-
-class KID(_FeatureStore):
-    """KID as a torchmetrics ``Metric``; ``compute()`` returns ``(mean, std)`` float64 tensors like torchmetrics.
-
-    Args:
-        extractor: ``nn.Module`` mapping an image batch to ``(N, d)`` features.
-        num_subsets: Number of subsets.
-        subset_size: Rows per subset; default ``min(1000, N_real, N_fake)``.
-        seed: Seed of the subset draws.
-    """
-
-    higher_is_better = False
-
-    def __init__(
-        self, extractor: nn.Module, num_subsets: int = 100, subset_size: int | None = None, seed: int = 0
-    ) -> None:
-        super().__init__(extractor)
-        self.num_subsets, self.subset_size, self.seed = num_subsets, subset_size, seed
-
-    def compute(self) -> tuple[Tensor, Tensor]:
-        """``(kid_mean, kid_std)`` over subsets."""
-        feats = self._gathered()
-        result = kid(feats.real, feats.fake, self.num_subsets, self.subset_size, self.seed)
-        return torch.tensor(result.mean, dtype=torch.float64), torch.tensor(result.std, dtype=torch.float64)
+        return self.gathered()

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from medgen.errors import InputError
-from medgen.evaluation.distribution import FID, KID, FeatureBank, fid, frechet_distance, gaussian_stats, kid, prdc
+from medgen.evaluation.distribution import FID, FeatureBank, fid, frechet_distance, gaussian_stats, prdc
+from medgen.evaluation.kid import KID, kid
 from medgen.evaluation.slicing import PLANES, fid_2p5d, plane_features, slice_volume
 
 
