@@ -96,6 +96,7 @@ def evaluate_unpaired(args: argparse.Namespace, real: list[ImageItem], fake: lis
     mapping = "window" if args.window else f"{modality} preset"
     protocol = {"mode": "unpaired", "extractor": spec.name, "extractor_sha256": spec.sha256, "resize": spec.resize,
                 "extractor_input": spec.input, "window": args.window, "intensity_mapping": mapping,
+                "data_range": 2.0,  # the metrics see [-1, 1]: the extractor's input and the diversity MS-SSIM's range
                 "spatial_dims": spatial_dims, "slicing": "2.5D (xy, yz, zx)" if spatial_dims == 3 else None,
                 "bootstrap": args.bootstrap, "seed": args.seed}  # fmt: skip
     report = Report(values, len(real), len(fake), protocol, warnings)
