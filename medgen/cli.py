@@ -55,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per medgen command."""
-    from medgen.commands import demo, evaluate, inspect
+    from medgen.commands import checkpoints, demo, evaluate, export, generate, inspect
 
     parser = _Parser(
         prog="medgen",
@@ -71,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="build the training data as `fit` would: summary, skipped files, preview grid",
         add_help=False,
     )
+    generate.add_parser(sub)
     evaluate.add_parser(sub)
+    export.add_parser(sub)
+    checkpoints.add_parser(sub)
     demo.add_parser(sub)
     return parser
 

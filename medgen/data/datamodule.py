@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medgen.data.datalist import Datalist, ImageRecord, find_records
 from medgen.data.datasets import CacheMode, PipelineConfig, SampleDataset, SliceDataset
-from medgen.data.io import load_image
+from medgen.data.io import META_SPACING, load_image
 from medgen.data.modality import check_modality_option
 from medgen.data.presets import IntensityPreset, resolve_ct_window
 from medgen.data.sampler import ResumableRandomSampler
@@ -181,6 +181,59 @@ class MedicalImageDataModule(L.LightningDataModule):
         if not kept:
             raise InputError(self.data_dir, f"no readable images ({len(self.skipped)} skipped)")
         return kept
+
+    def describe(self) -> dict[str, Any]:
+        """What generation and model cards need to know about the training data (stored in checkpoints).
+
+        Returns:
+            ``data_dir``, ``modality`` (resolved from the first training image when ``auto``), ``spatial_dims``,
+            ``image_size``, ``spacing`` of the training grid in mm (``target_spacing`` or the first image's
+            spacing scaled by the resize; ``None`` when the files carry none), ``intensity`` (how stored values
+            map to the model's [-1, 1]: ``{"kind": "window", "low", "high"}`` for CT, invertible to HU; else
+            ``{"kind": "percentile"|"zscore"}``, not invertible), ``n_train``, ``n_subjects`` and ``vocab``.
+        """
+        modality, spacing = self.config.modality, None
+        records = [] if self.datalist is None else self.datalist.records
+        if records:
+            try:
+                first = load_image(records[0].image)
+                modality = str(first.meta.get("modality", modality)) if modality == "auto" else modality
+                spacing = self._grid_spacing(first.meta.get(META_SPACING), tuple(first.shape[1:]))
+            except ImageReadError as exc:
+                log.warning("cannot describe the training grid from %s", exc)
+        return {
+            "data_dir": str(self.data_dir),
+            "modality": modality,
+            "spatial_dims": self.spatial_dims,
+            "image_size": list(self.image_size),
+            "spacing": spacing,
+            "intensity": self._intensity(modality),
+            "n_train": None if self.train_set is None else len(self.train_set),  # type: ignore[arg-type]
+            "n_subjects": len({r.subject for r in records}),
+            "vocab": self.condition_vocab,
+        }
+
+    def _grid_spacing(self, source: Sequence[float] | None, shape: tuple[int, ...]) -> list[float] | None:
+        """Spacing of the model's grid: the source (or target) spacing times the resize factor."""
+        spacing = self.config.target_spacing or (None if source is None else tuple(float(v) for v in source))
+        if spacing is None:
+            return None
+        if self.config.target_spacing is not None and source is not None:
+            shape = tuple(round(n * s / t) for n, s, t in zip(shape, source, spacing, strict=False))
+        if self.spatial_dims == 2 and len(spacing) == 3:
+            keep = [a for a in range(3) if a != self.config.slice_axis]
+            spacing, shape = tuple(spacing[a] for a in keep), tuple(shape[a] for a in keep)
+        scale = max(shape) / max(self.image_size) if self.config.resize_mode == "resize" else 1.0
+        return [round(float(s) * scale, 6) for s in spacing[: self.spatial_dims]]
+
+    def _intensity(self, modality: str) -> dict[str, Any]:
+        if modality == "ct":
+            lo, hi = resolve_ct_window(self.config.preset.ct_window)
+            return {"kind": "window", "low": lo, "high": hi, "unit": "HU"}
+        if modality == "mri" and self.config.preset.mri_zscore:
+            return {"kind": "zscore"}
+        pct = self.config.preset.mri_percentiles if modality == "mri" else self.config.preset.xray_percentiles
+        return {"kind": "percentile", "low": pct[0], "high": pct[1]}
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (the last incomplete batch is dropped when there is more than one).

@@ -19,11 +19,14 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from medgen import __version__
 from medgen.errors import MedgenError
+from medgen.finetune import LoadReport
 from medgen.nets.condition import Condition
+from medgen.sampling.common import Generators
 from medgen.visualize import save_grid
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -52,6 +55,10 @@ class GenerativeModule(L.LightningModule):
         sample_size: Spatial size of generated samples (default: the data module's ``image_size``).
         seed: Seed of the per-step noise and of validation sampling.
         compile: ``torch.compile`` the network.
+        init_from: Fine-tuning: copy matching weights from a ``.ckpt``, exported folder, registry name or bare
+            state dict before training (not when resuming); new tensors stay freshly initialised.
+        init_strict: Fail unless every pretrained tensor matches in name and shape.
+        freeze: Parameter-name prefixes to freeze when fine-tuning (e.g. ``net.unet.down_blocks``).
     """
 
     def __init__(
@@ -66,6 +73,9 @@ class GenerativeModule(L.LightningModule):
         sample_size: Sequence[int] | None = None,
         seed: int = 0,
         compile: bool = False,
+        init_from: str | None = None,
+        init_strict: bool = False,
+        freeze: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -78,6 +88,9 @@ class GenerativeModule(L.LightningModule):
         self.image_size = None if sample_size is None else tuple(int(s) for s in sample_size)
         self.seed = seed
         self.compile_net = compile
+        self.init_from = init_from
+        self.init_strict = init_strict
+        self.freeze_prefixes = list(freeze or [])  # not self.freeze: LightningModule.freeze() is a method
         self._val_cond: Condition | None = None
 
     # ------------------------------------------------------------------ subclass interface
@@ -97,7 +110,7 @@ class GenerativeModule(L.LightningModule):
         self,
         num_samples: int,
         cond: Condition | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         progress: bool = False,
     ) -> torch.Tensor:
         """``(num_samples, C, *image_size)`` samples in the data's intensity range."""
@@ -115,12 +128,22 @@ class GenerativeModule(L.LightningModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
-        """Take the sample size from the data module when not given, and compile the net if asked."""
+        """Take the sample size from the data module, load ``init_from`` weights, compile the net if asked."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if self.image_size is None and dm is not None and hasattr(dm, "image_size"):
             self.image_size = tuple(dm.image_size)
+        if stage == "fit" and self.init_from and self._trainer is not None and self.trainer.ckpt_path is None:
+            self.load_pretrained()
         if self.compile_net and stage == "fit":
             self.net.compile()
+
+    def load_pretrained(self) -> LoadReport:
+        """Copy ``init_from``'s matching weights in, freeze the ``freeze`` prefixes, and print the loading report."""
+        from medgen.finetune import load_pretrained
+
+        report = load_pretrained(self, str(self.init_from), strict=self.init_strict, freeze=self.freeze_prefixes)
+        rank_zero_info(report.summary())
+        return report
 
     @property
     def spatial_dims(self) -> int:
@@ -257,6 +280,9 @@ class GenerativeModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add medgen metadata and the RNG states."""
         checkpoint["medgen"] = self.medgen_metadata()
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "describe"):
+            checkpoint["medgen"]["data"] = dm.describe()
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
             "numpy": _numpy_state_to_plain(np.random.get_state()),

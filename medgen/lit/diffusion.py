@@ -12,6 +12,7 @@ from medgen.nets.condition import Condition
 from medgen.objectives.common import TrainingTarget
 from medgen.objectives.diffusion import DiffusionObjective
 from medgen.sampling import sample_diffusion
+from medgen.sampling.common import Generators
 
 
 class DiffusionModule(GenerativeModule):
@@ -32,6 +33,10 @@ class DiffusionModule(GenerativeModule):
         sample_size: Spatial size of samples (default: the data module's image_size).
         seed: Seed of training noise and validation sampling.
         compile: ``torch.compile`` the network.
+        init_from: Fine-tuning: copy matching weights from a ``.ckpt``, exported folder, registry name or bare
+            state dict before training (not when resuming); new tensors stay freshly initialised.
+        init_strict: Fail unless every pretrained tensor matches in name and shape.
+        freeze: Parameter-name prefixes to freeze when fine-tuning (e.g. ``net.unet.down_blocks``).
     """
 
     def __init__(
@@ -50,10 +55,13 @@ class DiffusionModule(GenerativeModule):
         sample_size: Sequence[int] | None = None,
         seed: int = 0,
         compile: bool = False,
+        init_from: str | None = None,
+        init_strict: bool = False,
+        freeze: list[str] | None = None,
     ) -> None:
         super().__init__(
             net, optimizer, warmup_steps, cond_drop_prob, image_condition_key, val_num_samples,
-            sample_every_n_epochs, sample_size, seed, compile,
+            sample_every_n_epochs, sample_size, seed, compile, init_from, init_strict, freeze,
         )  # fmt: skip
         self.objective = objective or DiffusionObjective()
         self.sampler = sampler
@@ -78,7 +86,7 @@ class DiffusionModule(GenerativeModule):
         self,
         num_samples: int,
         cond: Condition | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         progress: bool = False,
         sampler: str | None = None,
         num_steps: int | None = None,
@@ -89,7 +97,7 @@ class DiffusionModule(GenerativeModule):
         Args:
             num_samples: Batch size B.
             cond: Conditions of the B samples (None: unconditional).
-            generator: Seeded generator for reproducible samples.
+            generator: Seeded generator for reproducible samples, or one per sample (batch-independent rows).
             progress: Show a progress bar.
             sampler: Scheduler name or alias (default: the module's).
             num_steps: Sampling steps (default: the module's).

@@ -13,6 +13,7 @@ from medgen.nets.condition import Condition
 from medgen.objectives.common import TrainingTarget
 from medgen.objectives.flow import FlowObjective
 from medgen.sampling import sample_flow, translate
+from medgen.sampling.common import Generators
 
 Solver = Literal["euler", "heun", "midpoint"]
 
@@ -35,6 +36,10 @@ class FlowMatchingModule(GenerativeModule):
         sample_size: Spatial size of samples (default: the data module's image_size).
         seed: Seed of training noise and validation sampling.
         compile: ``torch.compile`` the network.
+        init_from: Fine-tuning: copy matching weights from a ``.ckpt``, exported folder, registry name or bare
+            state dict before training (not when resuming); new tensors stay freshly initialised.
+        init_strict: Fail unless every pretrained tensor matches in name and shape.
+        freeze: Parameter-name prefixes to freeze when fine-tuning (e.g. ``net.unet.down_blocks``).
     """
 
     def __init__(
@@ -53,10 +58,13 @@ class FlowMatchingModule(GenerativeModule):
         sample_size: Sequence[int] | None = None,
         seed: int = 0,
         compile: bool = False,
+        init_from: str | None = None,
+        init_strict: bool = False,
+        freeze: list[str] | None = None,
     ) -> None:
         super().__init__(
             net, optimizer, warmup_steps, cond_drop_prob, image_condition_key, val_num_samples,
-            sample_every_n_epochs, sample_size, seed, compile,
+            sample_every_n_epochs, sample_size, seed, compile, init_from, init_strict, freeze,
         )  # fmt: skip
         self.objective = objective or FlowObjective()
         self.solver = solver
@@ -85,7 +93,7 @@ class FlowMatchingModule(GenerativeModule):
         self,
         num_samples: int,
         cond: Condition | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         progress: bool = False,
         solver: Solver | None = None,
         num_steps: int | None = None,
@@ -96,7 +104,7 @@ class FlowMatchingModule(GenerativeModule):
         Args:
             num_samples: Batch size B.
             cond: Conditions of the B samples (None: unconditional).
-            generator: Seeded generator for reproducible samples.
+            generator: Seeded generator for reproducible samples, or one per sample (batch-independent rows).
             progress: Show a progress bar.
             solver: ``euler``, ``heun`` or ``midpoint`` (default: the module's).
             num_steps: ODE steps (default: the module's).

@@ -11,6 +11,14 @@ from medgen.errors import InputError
 from medgen.nets.condition import Condition
 
 DenoiseFn = Callable[[Tensor, Tensor, Condition | None], Tensor]
+
+Generators = torch.Generator | list[torch.Generator] | None
+"""One generator for the batch, or one per sample (row ``i`` drawn from ``generators[i]``), or None (global RNG).
+
+One generator per sample makes sample ``i`` independent of the batch it is drawn in: the start noise and
+every stochastic step's noise of row ``i`` come from its own generator (diffusers' ``randn_tensor`` draws
+row by row from a list).
+"""
 """``denoise(x, t, cond) -> prediction``.
 
 ``x``: ``(B, C, *spatial)`` (4-D or 5-D); ``t``: ``(B,)`` (diffusion: the scheduler's timestep values;
@@ -43,7 +51,7 @@ def check_shape(shape: Sequence[int]) -> tuple[int, ...]:
 
 def initial_noise(
     shape: Sequence[int],
-    generator: torch.Generator | None,
+    generator: Generators,
     device: torch.device | str,
     x_T: Tensor | None = None,
 ) -> Tensor:
@@ -53,7 +61,7 @@ def initial_noise(
 
     Args:
         shape: ``(B, C, *spatial)`` sample shape.
-        generator: Random generator (``None``: torch's global one).
+        generator: Random generator, one per sample (``shape[0]`` of them), or ``None`` (torch's global one).
         device: Where the sampling runs.
         x_T: Given start noise of shape ``shape``; returned on ``device`` instead of drawing.
 
@@ -65,6 +73,11 @@ def initial_noise(
         if tuple(x_T.shape) != shape:
             raise InputError("x_T", f"expected shape {shape}, got {tuple(x_T.shape)}")
         return x_T.to(device)
+    if isinstance(generator, list):
+        if len(generator) != shape[0]:
+            raise InputError("generator", f"expected one generator per sample ({shape[0]}), got {len(generator)}")
+        rows = [torch.randn((1, *shape[1:]), generator=g, device=g.device).to(device) for g in generator]
+        return torch.cat(rows)
     draw_on = generator.device if generator is not None else "cpu"
     return torch.randn(shape, generator=generator, device=draw_on).to(device)
 

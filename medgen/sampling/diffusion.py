@@ -26,7 +26,7 @@ from torch import Tensor
 from medgen.errors import InputError
 from medgen.nets.condition import Condition
 from medgen.progress import progress as progress_bar
-from medgen.sampling.common import DenoiseFn, batch_condition, initial_noise
+from medgen.sampling.common import DenoiseFn, Generators, batch_condition, initial_noise
 from medgen.sampling.guidance import guided
 from medgen.sampling.schedulers import make_scheduler
 
@@ -39,7 +39,7 @@ def sample_diffusion(
     num_steps: int | None = None,
     cond: Condition | None = None,
     guidance: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     device: torch.device | str = "cpu",
     x_T: Tensor | None = None,
     progress: bool = False,
@@ -56,7 +56,7 @@ def sample_diffusion(
         num_steps: Inference steps; ``None``: ``num_train_timesteps`` for DDPM, else 50.
         cond: Condition of batch size ``B`` (``None``: unconditional).
         guidance: Classifier-free guidance weight (1: none; otherwise one batched ``2B`` call per step).
-        generator: Random generator for the start noise and stochastic steps.
+        generator: Random generator for the start noise and stochastic steps, or one per sample.
         device: Device of the samples and of the network calls.
         x_T: Start noise ``shape``-shaped, standard normal; scaled by the scheduler's ``init_noise_sigma``
             like the drawn noise, so one ``x_T`` is comparable across samplers.
@@ -99,7 +99,7 @@ def _set_timesteps(scheduler: Any, num_steps: int, device: torch.device | str) -
 StepFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
-def _step_fn(scheduler: Any, generator: torch.Generator | None) -> StepFn:
+def _step_fn(scheduler: Any, generator: Generators) -> StepFn:
     """``step(pred, t, x) -> x_prev``, passing ``generator`` to the schedulers whose steps draw noise."""
     kwargs: dict[str, Any] = {}
     if "generator" in inspect.signature(scheduler.step).parameters:

@@ -24,7 +24,7 @@ from torch import Tensor
 from medgen.errors import InputError
 from medgen.nets.condition import Condition
 from medgen.progress import progress as progress_bar
-from medgen.sampling.common import DenoiseFn, batch_condition, initial_noise
+from medgen.sampling.common import DenoiseFn, Generators, batch_condition, initial_noise
 from medgen.sampling.guidance import guided
 
 Solver = Literal["euler", "heun", "midpoint"]
@@ -171,7 +171,7 @@ def sample_flow(
     shift: float = 1.0,
     cond: Condition | None = None,
     guidance: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     device: torch.device | str = "cpu",
     x_T: Tensor | None = None,
     progress: bool = False,
@@ -189,7 +189,7 @@ def sample_flow(
         shift: Time shift of the grid (1: uniform; see :func:`resolution_shift`).
         cond: Condition of batch size ``B`` (``None``: unconditional).
         guidance: Classifier-free guidance weight (1: none).
-        generator: Random generator of the start noise.
+        generator: Random generator of the start noise, or one per sample.
         device: Device of the samples and of the network calls.
         x_T: Start noise of shape ``shape`` instead of drawing it.
         progress: Show a progress bar.

@@ -1,0 +1,102 @@
+"""``medgen export CKPT OUT_DIR``: a self-describing model folder that loads without pickles.
+
+The folder holds ``config.yaml`` (the resolved ``model:`` section, usable as a ``medgen fit --config``),
+``model.safetensors`` (EMA weights when the run kept them) and ``model_card.json`` (what the model is, what
+it was trained on, the weights' sha256). Lightning checkpoints also hold optimizer state and RNG states and
+are loaded with ``torch.load``; an exported folder is the format to share.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from safetensors.torch import save_file
+
+from medgen import __version__
+from medgen.checkpoints import load_module, read_checkpoint
+from medgen.data.io import atomic_write
+from medgen.evaluation.features import file_sha256
+
+CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.yaml", "model.safetensors", "model_card.json"
+
+#: Init arguments that describe how a model was trained rather than what it is.
+_TRAINING_ONLY = ("init_from", "init_strict", "freeze")
+
+
+def model_config(module_path: str, meta: dict[str, Any], hparams: dict[str, Any]) -> dict[str, Any]:
+    """The ``model:`` section that rebuilds the module: class path, net, objective and hyper-parameters."""
+    init_args = {k: v for k, v in hparams.items() if not k.startswith("_") and k not in _TRAINING_ONLY}
+    init_args["net"] = meta["net"]
+    if meta.get("objective") is not None:
+        init_args["objective"] = meta["objective"]
+    if meta.get("image_size"):
+        init_args["sample_size"] = list(meta["image_size"])
+    return {"model": {"class_path": module_path, "init_args": init_args}}
+
+
+def model_card(
+    name: str, meta: dict[str, Any], sha256: str, licence: str, source: str, metrics: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The card: identity, data, conditions, metrics, licence and the weights' sha256."""
+    data = meta.get("data") or {}
+    net_args = (meta.get("net") or {}).get("init_args", {})
+    return {
+        "name": name,
+        "family": meta.get("family", "unknown"),
+        "modality": data.get("modality", "unknown"),
+        "spatial_dims": meta.get("spatial_dims"),
+        "image_size": meta.get("image_size"),
+        "spacing": data.get("spacing"),
+        "intensity": data.get("intensity"),
+        "conditions": {
+            "values": net_args.get("conditions", []),
+            "vocab": data.get("vocab", {}),
+            "image_channels": net_args.get("image_channels", 0),
+        },
+        "sampling": meta.get("sampling", {}),
+        "training_data": {k: data.get(k) for k in ("data_dir", "n_train", "n_subjects") if k in data},
+        "metrics": metrics or {},
+        "licence": licence,
+        "sha256": sha256,
+        "source_checkpoint": source,
+        "medgen_version": __version__,
+        "trained_with_medgen": meta.get("version"),
+    }
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    name: str | None = None,
+    use_ema: bool = True,
+    licence: str = "unspecified",
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``config.yaml``, ``model.safetensors`` and ``model_card.json`` into ``out_dir``.
+
+    Args:
+        checkpoint: A ``.ckpt`` written by ``medgen fit``.
+        out_dir: Output folder (created; existing files of the same names are replaced atomically).
+        name: Model name in the card (default: the folder name).
+        use_ema: Export the EMA weights when the run kept them.
+        licence: Licence of the weights, recorded in the card.
+        metrics: Evaluation results to record (e.g. ``report.json``'s ``metrics``).
+
+    Returns:
+        The output folder.
+    """
+    ckpt = read_checkpoint(checkpoint)
+    module = load_module(checkpoint, use_ema=use_ema)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    weights = atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    meta = ckpt["medgen"]
+    config = model_config(str(meta["module"]), meta, dict(ckpt.get("hyper_parameters", {})))
+    atomic_write(out / CONFIG_FILE, lambda tmp: tmp.write_text(yaml.safe_dump(config, sort_keys=False)))
+    card = model_card(name or out.resolve().name, meta, file_sha256(weights), licence, str(checkpoint), metrics)
+    atomic_write(out / CARD_FILE, lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
+    return out

@@ -1,0 +1,159 @@
+"""Conditions of generated samples: ``--condition KEY=VALUE`` for all, or a CSV with one row per sample.
+
+Value conditions (class labels, scalars) are the net's condition columns; text values are coded with the
+training data's vocabulary. A column left out is null (NaN), which a model trained with condition dropout
+reads as "unconditional" for that column. Image conditions (``mask=PATH``, ``image=PATH``) feed the net's
+conditioning-image channels or its ControlNet; they are read, oriented and resized to the sample grid.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from medgen.errors import InputError
+from medgen.nets.condition import Condition
+
+#: Keys that name a conditioning image rather than a value.
+IMAGE_KEYS = ("mask", "image", "control")
+
+
+@dataclass(frozen=True)
+class ConditionPlan:
+    """What each sample is conditioned on.
+
+    Attributes:
+        rows: Per sample index, the raw ``key → value`` given (text or number; image paths as text).
+        names: The net's value-condition columns, in order.
+        vocab: Text values of text columns, in code order.
+        image_field: ``image`` or ``control`` when the net takes a conditioning image, else ``None``.
+    """
+
+    rows: list[dict[str, str]]
+    names: list[str]
+    vocab: dict[str, list[str]]
+    image_field: str | None
+
+    def row(self, index: int) -> dict[str, str]:
+        """The raw conditions of sample ``index`` (the last row repeats for a single ``--condition`` set)."""
+        return self.rows[min(index, len(self.rows) - 1)] if self.rows else {}
+
+    def values(self, index: int) -> torch.Tensor | None:
+        """``(K,)`` condition values of sample ``index`` (NaN where not given), or None without value conditions."""
+        if not self.names:
+            return None
+        row = self.row(index)
+        return torch.tensor([self._code(name, row.get(name)) for name in self.names], dtype=torch.float32)
+
+    def _code(self, name: str, raw: str | None) -> float:
+        if raw is None or raw == "":
+            return math.nan
+        if name in self.vocab:
+            if raw in self.vocab[name]:
+                return float(self.vocab[name].index(raw))
+            try:
+                code = int(raw)
+            except ValueError:
+                raise InputError(
+                    f"--condition {name}", f"unknown value '{raw}' (expected one of {', '.join(self.vocab[name])})"
+                ) from None
+            if not 0 <= code < len(self.vocab[name]):
+                raise InputError(f"--condition {name}", f"code {code} out of range 0..{len(self.vocab[name]) - 1}")
+            return float(code)
+        try:
+            return float(raw)
+        except ValueError:
+            raise InputError(f"--condition {name}", f"expected a number, got '{raw}'") from None
+
+    def image_path(self, index: int) -> str | None:
+        """The conditioning-image path of sample ``index``."""
+        row = self.row(index)
+        return next((row[k] for k in IMAGE_KEYS if row.get(k)), None)
+
+
+def parse_pairs(pairs: list[str]) -> dict[str, str]:
+    """``["label=2", "age=70"]`` → ``{"label": "2", "age": "70"}``.
+
+    Raises:
+        InputError: An item without ``=`` or with an empty key.
+    """
+    out: dict[str, str] = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError("--condition", f"expected KEY=VALUE, got '{item}'")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def read_sweep(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a condition CSV (header = condition keys; one row per sample, in index order)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "condition CSV does not exist")
+    with p.open(newline="") as handle:
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in csv.DictReader(handle)]
+    if not rows:
+        raise InputError(p, "condition CSV has a header but no rows")
+    return rows
+
+
+def make_plan(net: Any, vocab: dict[str, list[str]], rows: list[dict[str, str]]) -> ConditionPlan:
+    """Check the given keys against what ``net`` takes and build the plan.
+
+    Raises:
+        InputError: A key the net does not take, or a conditioning image the net needs but was not given.
+    """
+    names = list(getattr(net, "condition_names", []))
+    image_field = (
+        "image" if getattr(net, "image_channels", 0) else "control" if getattr(net, "control_channels", 0) else None
+    )
+    allowed = set(names) | (set(IMAGE_KEYS) if image_field else set())
+    for row in rows:
+        unknown = sorted(set(row) - allowed)
+        if unknown:
+            takes = ", ".join(sorted(allowed)) or "no conditions"
+            raise InputError(f"--condition {unknown[0]}", f"the model does not take this condition (it takes: {takes})")
+        if image_field and not any(row.get(k) for k in IMAGE_KEYS):
+            raise InputError("--condition", "the model needs a conditioning image: pass mask=PATH or image=PATH")
+    if image_field and not rows:
+        raise InputError("--condition", "the model needs a conditioning image: pass mask=PATH or image=PATH")
+    return ConditionPlan(rows, names, vocab, image_field)
+
+
+def load_condition_image(path: str, size: tuple[int, ...], is_mask: bool) -> torch.Tensor:
+    """A conditioning image on the sample grid: ``(1, *size)``; masks nearest-resized, images preset-normalised."""
+    from medgen.data.io import load_image
+    from medgen.data.presets import ModalityIntensity
+
+    image = load_image(path, spatial_dims=len(size))
+    data = torch.as_tensor(image if is_mask else ModalityIntensity("auto")(image)).float()
+    if tuple(data.shape[1:]) != size:
+        mode = "nearest" if is_mask else ("bilinear" if len(size) == 2 else "trilinear")
+        data = F.interpolate(data[None], size=size, mode=mode)[0]
+    return data
+
+
+def batch_condition(plan: ConditionPlan, indices: list[int], size: tuple[int, ...]) -> Condition | None:
+    """The :class:`Condition` of a batch of sample indices (``None`` when the model is unconditional)."""
+    values = None
+    if plan.names:
+        values = torch.stack([plan.values(i) for i in indices])  # type: ignore[misc]
+    image = None
+    if plan.image_field:
+        tensors = []
+        for i in indices:
+            row = plan.row(i)
+            path = plan.image_path(i)
+            assert path is not None
+            tensors.append(load_condition_image(path, size, is_mask=bool(row.get("mask"))))
+        image = torch.stack(tensors)
+    cond = Condition(values=values, image=image if plan.image_field == "image" else None,
+                     control=image if plan.image_field == "control" else None)  # fmt: skip
+    return None if cond.is_empty() else cond

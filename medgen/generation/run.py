@@ -1,0 +1,281 @@
+"""The generation loop: batches of sample indices → seeded, quality-checked, written, recorded samples.
+
+Every sample ``i`` is drawn with its own generator seeded from ``(seed, i, attempt)`` and the network runs
+batch-invariant (:mod:`medgen.nets.invariance`), so on the CPU the files do not depend on ``batch_size`` or
+on how indices are sharded over processes. Shards take indices ``rank, rank + world_size, …``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medgen import __version__
+from medgen.data.io import atomic_write
+from medgen.errors import InputError
+from medgen.evaluation.features import file_sha256
+from medgen.generation import manifest
+from medgen.generation.conditions import ConditionPlan, batch_condition
+from medgen.generation.gate import GateResult, MemorizationGate
+from medgen.generation.qc import QualityControl
+from medgen.generation.seeds import sample_generators, sample_seed
+from medgen.generation.writers import EXTENSIONS, OutputFormat, grid_affine, reference_affine, write_sample
+from medgen.lit.base import GenerativeModule
+from medgen.nets.invariance import batch_invariant_kernels, make_batch_invariant
+from medgen.progress import progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationOptions:
+    """One generation run.
+
+    Attributes:
+        num_samples: Total samples N (indices ``0..N-1``) over all shards.
+        out_dir: Output folder.
+        seed: Run seed; sample ``i`` uses a seed derived from ``(seed, i)``.
+        batch_size: Samples per network call (does not change the files on the CPU).
+        sampler: Diffusers scheduler / alias (diffusion) or ODE solver (flow); None: the model's default.
+        steps: Sampling steps; None: the model's default.
+        guidance: Classifier-free guidance scale; None: the model's default.
+        fmt: Output format.
+        reference: Image whose geometry (rescaled to the sample grid) the outputs take.
+        max_retries: Quality-control retries per sample (each with a new derived seed).
+        rank: This process's shard.
+        world_size: Number of shards.
+        checkpoint: What the model was loaded from (recorded).
+        checkpoint_sha256: sha256 of the weights (recorded).
+        command: The command line (recorded).
+    """
+
+    num_samples: int
+    out_dir: Path
+    seed: int = 0
+    batch_size: int = 8
+    sampler: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    fmt: OutputFormat = "png"
+    reference: str | None = None
+    max_retries: int = 2
+    rank: int = 0
+    world_size: int = 1
+    checkpoint: str = ""
+    checkpoint_sha256: str = ""
+    command: list[str] = field(default_factory=list)
+
+    def identity(self) -> dict[str, Any]:
+        """The options that determine the files; a rerun into the same folder must repeat them."""
+        return {k: v for k, v in asdict(self).items() if k in _IDENTITY}
+
+
+_IDENTITY = ("num_samples", "seed", "sampler", "steps", "guidance", "fmt", "reference", "max_retries",
+             "checkpoint_sha256")  # fmt: skip
+
+
+@dataclass
+class GenerationSummary:
+    """What a run did: written now, already there (resumed), flagged by quality control, dropped as copies."""
+
+    written: int = 0
+    skipped: int = 0
+    flagged: int = 0
+    dropped: int = 0
+    merged: bool = False
+
+
+def _sampling_kwargs(model: GenerativeModule, opts: GenerationOptions) -> dict[str, Any]:
+    """Keyword arguments of ``model.sample`` for the chosen sampler, steps and guidance."""
+    kwargs: dict[str, Any] = {"num_steps": opts.steps, "guidance": opts.guidance}
+    if opts.sampler is not None:
+        kwargs["solver" if hasattr(model, "solver") else "sampler"] = opts.sampler
+    return kwargs
+
+
+def resolved_sampling(model: GenerativeModule, opts: GenerationOptions) -> tuple[str, int, float]:
+    """(sampler, steps, guidance) actually used: the options, else the model's defaults."""
+    default = str(getattr(model, "solver", None) or getattr(model, "sampler", ""))
+    steps = opts.steps or int(getattr(model, "num_inference_steps", 0))
+    guidance = float(opts.guidance if opts.guidance is not None else getattr(model, "guidance", 1.0))
+    return opts.sampler or default, steps, guidance
+
+
+def _check_run(out_dir: Path, opts: GenerationOptions) -> None:
+    """Refuse to mix samples of different options in one folder."""
+    path = out_dir / "generation.json"
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text()).get("options", {})
+    except json.JSONDecodeError:
+        return
+    changed = [k for k, v in opts.identity().items() if k in before and before[k] != v]
+    if changed:
+        raise InputError(
+            out_dir,
+            f"holds samples generated with other options ({', '.join(changed)} differ); use a new --out folder",
+        )
+
+
+def _write_run_record(out_dir: Path, opts: GenerationOptions, device: torch.device, extra: dict[str, Any]) -> None:
+    import diffusers
+    import monai
+
+    record = {
+        "command": opts.command,
+        "options": {**opts.identity(), "batch_size": opts.batch_size, "world_size": opts.world_size},
+        "checkpoint": opts.checkpoint,
+        "checkpoint_sha256": opts.checkpoint_sha256,
+        "versions": {"medgen": __version__, "torch": torch.__version__, "monai": monai.__version__,
+                     "diffusers": diffusers.__version__, "python": sys.version.split()[0]},
+        "device": {"type": device.type, "name": _device_name(device), "platform": platform.platform()},
+        **extra,
+    }  # fmt: skip
+    atomic_write(out_dir / "generation.json", lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def generate(
+    model: GenerativeModule,
+    opts: GenerationOptions,
+    plan: ConditionPlan,
+    card: dict[str, Any],
+    device: torch.device,
+    qc: QualityControl | None = None,
+    gate: MemorizationGate | None = None,
+) -> GenerationSummary:
+    """Generate this shard's missing samples into ``opts.out_dir`` and record them.
+
+    Args:
+        model: A trained module with ``sample(n, cond, generator, ...)``.
+        opts: The run.
+        plan: Conditions per sample index.
+        card: Model card (``intensity`` and ``spacing`` of the training data are used).
+        device: Where to sample.
+        qc: Quality-control thresholds.
+        gate: Memorization gate: samples copying training images are redrawn, and dropped if they still copy.
+
+    Returns:
+        The run's :class:`GenerationSummary`.
+    """
+    qc = qc or QualityControl()
+    out = Path(opts.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_run(out, opts)
+    done = manifest.prepare(out, opts.rank, opts.world_size)
+    mine = [i for i in range(opts.rank, opts.num_samples, opts.world_size)]
+    todo = [i for i in mine if i not in done]
+    summary = GenerationSummary(skipped=len(mine) - len(todo))
+    if opts.rank == 0:
+        _write_run_record(out, opts, device, {"started": _now()})
+    size = tuple(model.image_size or ())
+    affine = reference_affine(opts.reference, size) if opts.reference else grid_affine(card.get("spacing"), len(size))
+    spacing = [round(float(v), 6) for v in torch.linalg.norm(torch.as_tensor(affine[:3, : len(size)]), dim=0)]
+    sampler, steps, guidance = resolved_sampling(model, opts)
+    model = model.to(device)
+    make_batch_invariant(model.net)
+    writer = manifest.ManifestWriter(out / manifest.part_name(opts.rank, opts.world_size))
+    batches = [todo[i : i + opts.batch_size] for i in range(0, len(todo), opts.batch_size)]
+    bar = progress(range(len(todo)), desc="generating", total=len(todo))
+    try:
+        for batch in batches:
+            for index, sample, attempts, issues, verdict in _draw(model, opts, plan, batch, qc, device, gate):
+                row: dict[str, Any] = {"index": index}
+                if verdict is not None and verdict.flagged:  # still a copy after every retry: not written
+                    row.update(file=None, sha256=None, dropped="memorization", memorization=verdict.as_dict())
+                    writer.append(row)
+                    summary.dropped += 1
+                    next(bar, None)
+                    continue
+                path = out / f"sample_{index:06d}.{EXTENSIONS[opts.fmt]}"
+                write_sample(torch.nan_to_num(sample), path, opts.fmt, affine, card.get("intensity"))
+                row.update(
+                    {
+                        "file": path.name,
+                        "sha256": file_sha256(path),
+                        "index": index,
+                        "seed": sample_seed(opts.seed, index, attempts - 1),
+                        "checkpoint": opts.checkpoint,
+                        "checkpoint_sha256": opts.checkpoint_sha256,
+                        "sampler": sampler,
+                        "steps": steps,
+                        "guidance": guidance,
+                        "condition": plan.row(index),
+                        "shape": list(sample.shape[1:]),
+                        "spacing": spacing,
+                        "intensity": _unit(opts.fmt, card.get("intensity")),
+                        "modality": card.get("modality"),
+                        "qc": {"passed": not issues, "issues": issues, "attempts": attempts},
+                        "created": _now(),
+                    }
+                )
+                if verdict is not None:
+                    row["memorization"] = {**verdict.as_dict(), "index": gate.path if gate else None}
+                writer.append(row)
+                summary.written += 1
+                summary.flagged += bool(issues)
+                next(bar, None)
+    finally:
+        writer.close()
+    summary.merged = manifest.merge_parts(out, opts.num_samples)
+    if opts.rank == 0 or summary.merged:
+        _write_run_record(out, opts, device, {"finished": _now(), "complete": summary.merged})
+    return summary
+
+
+def _draw(
+    model: GenerativeModule,
+    opts: GenerationOptions,
+    plan: ConditionPlan,
+    indices: list[int],
+    qc: QualityControl,
+    device: torch.device,
+    gate: MemorizationGate | None,
+) -> list[tuple[int, torch.Tensor, int, list[str], GateResult | None]]:
+    """Samples of ``indices``, redrawing failed ones (QC or copies) with the next attempt's seed; in index order."""
+    size = tuple(model.image_size or ())
+    results: dict[int, tuple[torch.Tensor, int, list[str], GateResult | None]] = {}
+    pending = list(indices)
+    for attempt in range(opts.max_retries + 1):
+        if not pending:
+            break
+        cond = batch_condition(plan, pending, size)
+        generators = sample_generators([sample_seed(opts.seed, i, attempt) for i in pending])
+        with batch_invariant_kernels(device):
+            samples = model.sample(len(pending), cond=cond, generator=generators, **_sampling_kwargs(model, opts))
+        samples = samples.float().cpu()
+        verdicts: list[GateResult | None] = list(gate.check(samples)) if gate else [None] * len(pending)
+        retry = []
+        for i, sample, verdict in zip(pending, samples, verdicts, strict=True):
+            issues = qc.issues(sample)
+            results[i] = (sample, attempt + 1, issues, verdict)
+            if (issues or (verdict is not None and verdict.flagged)) and attempt < opts.max_retries:
+                retry.append(i)
+        pending = retry
+    return [(i, *results[i]) for i in indices]
+
+
+def _unit(fmt: str, intensity: dict[str, Any] | None) -> dict[str, Any]:
+    if fmt == "png":
+        return {"stored": "uint8", "maps_to": [-1.0, 1.0], "of": intensity or {}}
+    if intensity and intensity.get("kind") == "window":
+        return {"stored": intensity.get("unit", "HU"), "window": [intensity["low"], intensity["high"]]}
+    return {"stored": "model [-1, 1]", "of": intensity or {}}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,80 @@
+"""Writing generated samples: physical units where the training mapping is invertible, geometry, atomic files.
+
+Models work in [-1, 1]. A CT model trained with a HU window maps back to HU exactly (the window is linear);
+MRI percentile scaling and X-ray percentile scaling are per-image and cannot be inverted, so those samples
+keep the model's [-1, 1] values and the manifest says so. PNG is 8-bit over [-1, 1] (for CT: the training
+window), written so that :func:`medgen.data.io.load_image` reads back the array in the same orientation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from medgen.data.io import atomic_write, load_image, write_image
+from medgen.errors import InputError
+
+OutputFormat = Literal["nifti", "mha", "nrrd", "npy", "png"]
+EXTENSIONS: dict[str, str] = {"nifti": "nii.gz", "mha": "mha", "nrrd": "nrrd", "npy": "npy", "png": "png"}
+
+
+def to_output_units(sample: torch.Tensor, intensity: dict[str, Any] | None) -> tuple[torch.Tensor, str]:
+    """Map a ``(C, *spatial)`` sample from [-1, 1] to stored units; returns the array and the unit's name."""
+    x = sample.clamp(-1.0, 1.0)
+    if intensity and intensity.get("kind") == "window":
+        lo, hi = float(intensity["low"]), float(intensity["high"])
+        return (x + 1.0) * 0.5 * (hi - lo) + lo, str(intensity.get("unit", "HU"))
+    return x, "model [-1, 1]"
+
+
+def grid_affine(spacing: list[float] | None, spatial_dims: int) -> np.ndarray:
+    """A 4x4 RAS affine with the training grid's spacing (identity spacing when unknown)."""
+    affine = np.eye(4)
+    for axis, s in enumerate((spacing or [1.0] * spatial_dims)[:spatial_dims]):
+        affine[axis, axis] = float(s)
+    return affine
+
+
+def reference_affine(path: str | Path, size: tuple[int, ...]) -> np.ndarray:
+    """The affine of a reference image, rescaled so its field of view spans a ``size`` grid.
+
+    Raises:
+        InputError: The reference has a different number of spatial dimensions.
+    """
+    ref = load_image(path)
+    shape = tuple(ref.shape[1:])
+    if len(shape) != len(size):
+        raise InputError(path, f"reference is {len(shape)}D but the samples are {len(size)}D")
+    affine = np.asarray(ref.affine, dtype=np.float64).copy()
+    for axis, (n_ref, n_out) in enumerate(zip(shape, size, strict=True)):
+        affine[:3, axis] *= n_ref / n_out
+    return affine
+
+
+def write_sample(
+    sample: torch.Tensor, path: Path, fmt: OutputFormat, affine: np.ndarray, intensity: dict[str, Any] | None
+) -> Path:
+    """Write one ``(C, *spatial)`` sample atomically (temp file + rename).
+
+    Args:
+        sample: The sample in the model's [-1, 1] range.
+        path: Final path.
+        fmt: ``nifti``, ``mha`` or ``nrrd`` (with ``affine``), ``npy`` (both in output units, see
+            :func:`to_output_units`) or ``png`` (2D only, 8-bit over [-1, 1], i.e. the training window for CT).
+        affine: 4x4 RAS affine.
+        intensity: The training data's intensity mapping (the model card's ``intensity``).
+    """
+    data = sample.detach().cpu().float()
+    if fmt == "png":
+        if data.ndim != 3 or data.shape[0] != 1:
+            raise InputError("--format", f"png takes single-channel 2D samples, got shape {tuple(data.shape)}")
+        levels = np.rint((data[0].clamp(-1, 1).numpy() + 1.0) * 127.5).astype(np.uint8)
+        return atomic_write(path, lambda tmp: Image.fromarray(np.ascontiguousarray(levels.T)).save(tmp, format="PNG"))
+    values = to_output_units(data, intensity)[0].numpy()
+    if fmt == "npy":
+        return atomic_write(path, lambda tmp: np.save(tmp, values))
+    return write_image(values, path, affine=affine)

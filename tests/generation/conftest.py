@@ -1,0 +1,47 @@
+"""Tiny real checkpoints for generation, export and fine-tuning tests (built, not trained: fast)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import tiny_unet
+
+CheckpointFactory = Callable[..., Path]
+
+
+def write_checkpoint(
+    path: Path, spatial_dims: int, family: str = "diffusion", conditions: list[dict] | None = None, seed: int = 0
+) -> Path:
+    """A Lightning-format checkpoint of a seeded tiny model with the ``medgen`` block a fit run writes."""
+    from medgen.lit import DiffusionModule, FlowMatchingModule
+    from medgen.objectives import DiffusionObjective
+
+    net = tiny_unet(spatial_dims, seed=seed, conditions=conditions or [])
+    size = [16, 16] if spatial_dims == 2 else [8, 8, 8]
+    if family == "diffusion":
+        module = DiffusionModule(
+            net, DiffusionObjective(prediction_type="v"), sampler="ddim", num_inference_steps=3, sample_size=size
+        )
+    else:
+        module = FlowMatchingModule(net, solver="euler", num_inference_steps=3, sample_size=size)
+    meta = module.medgen_metadata()
+    meta["data"] = {"data_dir": "demo:mri", "modality": "mri", "spacing": [1.5, 2.0, 2.5][:spatial_dims],
+                    "intensity": {"kind": "percentile", "low": 0.5, "high": 99.5}, "n_train": 10, "n_subjects": 2,
+                    "vocab": {}}  # fmt: skip
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "medgen": meta}, path)
+    return path
+
+
+@pytest.fixture()
+def make_checkpoint(tmp_path: Path) -> CheckpointFactory:
+    """``make_checkpoint(spatial_dims, family=..., conditions=...)`` → path of a fresh ``.ckpt``."""
+
+    def make(spatial_dims: int, family: str = "diffusion", conditions: list[dict] | None = None) -> Path:
+        name = f"{family}_{spatial_dims}d_{len(conditions or [])}.ckpt"
+        return write_checkpoint(tmp_path / name, spatial_dims, family, conditions)
+
+    return make
