@@ -225,10 +225,15 @@ class GenerativeModule(L.LightningModule):
         if batch_idx == 0:
             cond = self.condition_from_batch(batch)
             self._val_cond = None if cond is None else _first(cond, self.val_num_samples)
+            self.draw_validation_samples()
         return loss
 
-    def on_validation_epoch_end(self) -> None:
-        """Every ``sample_every_n_epochs``: sample with fixed noise and log a picture."""
+    def draw_validation_samples(self) -> None:
+        """Every ``sample_every_n_epochs``: sample with fixed noise and log a picture.
+
+        Called from the first validation batch, while ``EMAWeightAveraging`` has the averaged weights in
+        place (callbacks' ``on_validation_epoch_end`` runs before the module's and swaps them back).
+        """
         if self.val_num_samples <= 0 or self.trainer.sanity_checking or self.image_size is None:
             return
         if (self.current_epoch + 1) % self.sample_every_n_epochs:
