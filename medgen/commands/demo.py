@@ -1,9 +1,9 @@
 """``medgen demo``: the main job on embedded default data.
 
-Stages that exist today: read and inspect real MRI, CT phantoms and CR X-ray DICOM with their geometry;
-build the training data as models see it; train a small diffusion model on real brain-MRI slices and
-sample from it, judged by a weight-free feature distance. Generation with provenance, the evaluation
-suite and memorization checks join as they land.
+Read and inspect real MRI, CT phantoms and CR X-ray DICOM with their geometry; build the training data as
+models see it; train a small diffusion model on real brain-MRI slices; export it; generate an augmentation
+set with a provenance manifest; evaluate it against the real slices (HTML report); check it for copies of
+training images (HTML report).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 STAGE_NOTE = (
     "medgen demo: data layer (real MRI, CT phantoms, CR X-ray DICOM with geometry) -> training data preview ->\n"
-    "a small diffusion model trained on real brain-MRI slices -> samples. Generation with provenance, the\n"
-    "evaluation report and memorization checks join this demo as they land."
+    "a small diffusion model trained on real brain-MRI slices -> export -> generated set with a manifest ->\n"
+    "evaluation report -> memorization report."
 )
 
 
@@ -31,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--steps", type=int, default=600, help="training steps of the demo model (default: 600; 0 skips)")
+    p.add_argument("--num-samples", type=int, default=64, help="samples generated and evaluated (default: 64)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
     p.set_defaults(func=run)
 
@@ -43,14 +44,19 @@ def run(args: argparse.Namespace) -> int:
     start = time.time()
     print(STAGE_NOTE, flush=True)
     data = prepare_demo_data(out / "data")
-    print(f"\n[1/4] demo data in {out / 'data'}")
+    print(f"\n[1/8] demo data in {out / 'data'}")
     for name, source in data.sources.items():
         print(f"  {name}: {source}")
     inspect_stage(data)
     pictures = preview_stage(data, out)
+    reports: list[Path] = []
     if args.steps > 0:
-        pictures += train_stage(data.mri, out, args.steps)
-    print(f"\ndone in {time.time() - start:.0f} s. Pictures: " + ", ".join(str(p) for p in pictures))
+        ckpt, more = train_stage(data.mri, out, args.steps)
+        pictures += more + generate_stage(ckpt, out, args.num_samples)
+        reports.append(evaluate_stage(out))
+    print(f"\ndone in {time.time() - start:.0f} s.\n  pictures: " + ", ".join(str(p) for p in pictures))
+    if reports:
+        print("  HTML reports: " + ", ".join(str(p) for p in reports))
     return 0
 
 
@@ -58,7 +64,7 @@ def inspect_stage(data: Any) -> None:
     """Print ``medgen inspect`` lines for a few files of each modality."""
     from medgen.data.inspect import inspect_image
 
-    print("\n[2/4] medgen inspect (one JSON line per image):")
+    print("\n[2/8] medgen inspect (one JSON line per image):")
     for folder in (data.mri, data.ct, data.xray):
         for path in sorted(p for p in folder.iterdir() if "_mask" not in p.name)[:2]:
             print("  " + json.dumps(inspect_image(path).to_dict()))
@@ -69,7 +75,7 @@ def preview_stage(data: Any, out: Path) -> list[Path]:
     from medgen.data.datamodule import MedicalImageDataModule
     from medgen.visualize import save_grid
 
-    print("\n[3/4] training data as models will see it:")
+    print("\n[3/8] training data as models will see it:")
     pictures = []
     for name, folder, dims, modality, size in (
         ("mri_2d_slices", data.mri, 2, "mri", 64),
@@ -91,19 +97,20 @@ def preview_stage(data: Any, out: Path) -> list[Path]:
     return pictures
 
 
-def train_stage(mri: Path, out: Path, steps: int) -> list[Path]:
-    """Train a small 2D diffusion model on 32x32 MRI slices, sample, and compare with the real slices."""
+def train_stage(mri: Path, out: Path, steps: int) -> tuple[Path, list[Path]]:
+    """Train a small 2D diffusion model on 32x32 MRI slices; save its checkpoint and the real slices as PNG."""
     import lightning as L
+    import numpy as np
     import torch
     from lightning.pytorch.callbacks import EMAWeightAveraging
 
     from medgen.data.datamodule import MedicalImageDataModule
-    from medgen.evaluation.quick import quick_distance
+    from medgen.generation.writers import write_sample
     from medgen.lit import DiffusionModule
     from medgen.nets.unet import DiffusionUNet
     from medgen.visualize import save_grid
 
-    print(f"\n[4/4] training a small diffusion model on real MRI slices ({steps} steps, 32x32, CPU is fine):")
+    print(f"\n[4/8] training a small diffusion model on real MRI slices ({steps} steps, 32x32, CPU is fine):")
     L.seed_everything(0, verbose=False)
     dm = MedicalImageDataModule(str(mri), modality="mri", spatial_dims=2, image_size=32, batch_size=16, num_workers=0,
                                 val_fraction=0.0)  # fmt: skip
@@ -114,16 +121,66 @@ def train_stage(mri: Path, out: Path, steps: int) -> list[Path]:
     )
     ema = EMAWeightAveraging(decay=0.995, update_starting_at_step=min(100, steps // 3))
     trainer = L.Trainer(accelerator="cpu", max_steps=steps, limit_val_batches=0, default_root_dir=out / "train",
-                        gradient_clip_val=1.0, enable_model_summary=False, logger=False, callbacks=[ema])  # fmt: skip
+                        gradient_clip_val=1.0, enable_model_summary=False, logger=False, callbacks=[ema],
+                        enable_checkpointing=False)  # fmt: skip
     trainer.fit(model, datamodule=dm)
-    samples = model.sample(32, generator=torch.Generator().manual_seed(0), progress=True)
+    ckpt = out / "train" / "demo.ckpt"
+    trainer.save_checkpoint(ckpt)
     train_set: Any = dm.train_set
     real = torch.stack([train_set[i]["image"] for i in range(len(train_set))])
-    path = save_grid(samples[:16], out / "mri_2d_samples.png", ncol=8)
+    real_dir = out / "real_slices"
+    for i, image in enumerate(real):
+        write_sample(image, real_dir / f"slice_{i:04d}.png", "png", np.eye(4), None)
     reference = save_grid(real[torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:16]],
                           out / "mri_2d_real.png", ncol=8)  # fmt: skip
-    noise = torch.rand_like(samples) * 2 - 1
-    print(f"  feature MMD² to the real slices (lower is closer): samples {quick_distance(samples, real):.3f}, "
-          f"uniform noise {quick_distance(noise, real):.3f}")  # fmt: skip
-    print(f"  samples -> {path}\n  real slices for comparison -> {reference}")
-    return [path, reference]
+    print(f"  checkpoint -> {ckpt}\n  {len(real)} real training slices -> {real_dir} (picture: {reference})")
+    return ckpt, [reference]
+
+
+def generate_stage(ckpt: Path, out: Path, num_samples: int) -> list[Path]:
+    """Export the model, generate an augmentation set from the export with ``medgen generate``, picture it."""
+    import torch
+
+    from medgen.cli import main
+    from medgen.data.io import load_image
+    from medgen.export import export_checkpoint
+    from medgen.visualize import save_grid
+
+    print("\n[5/8] medgen export: config.yaml + model.safetensors (EMA weights) + model_card.json")
+    model_dir = export_checkpoint(ckpt, out / "model", name="demo-mri-ddpm-32", licence="same as the demo data")
+    print(f"  -> {model_dir}")
+    print(f"\n[6/8] medgen generate: {num_samples} samples with a manifest (sha256, seed, sampler per file)")
+    generated = out / "generated"
+    _cli(main, ["generate", "--checkpoint", str(model_dir), "--num-samples", str(num_samples), "--out",
+                str(generated), "--batch-size", "16"])  # fmt: skip
+    files = sorted(generated.glob("sample_*.png"))[:16]
+    stack = torch.stack([torch.as_tensor(load_image(f)) / 127.5 - 1.0 for f in files])
+    picture = save_grid(stack, out / "mri_2d_samples.png", ncol=8)
+    print(f"  -> {generated / 'manifest.jsonl'} (picture: {picture})")
+    return [picture]
+
+
+def evaluate_stage(out: Path) -> Path:
+    """``medgen evaluate`` of the generated set against the real training slices."""
+    from medgen.cli import main
+
+    print("\n[7/8] medgen evaluate: FID/KID/PRDC/diversity with a real-vs-real baseline and bootstrap CIs")
+    report = out / "evaluation"
+    _cli(main, ["evaluate", "--real", str(out / "real_slices"), "--fake", str(out / "generated"), "--out",
+                str(report), "--window", "0,255", "--bootstrap", "50"])  # fmt: skip
+    metrics = json.loads((report / "report.json").read_text())["metrics"]
+    for name in ("fid", "kid"):
+        if name in metrics:
+            m = metrics[name]
+            base = m.get("baseline")
+            base_value = base.get("value") if isinstance(base, dict) else base
+            baseline = f"{base_value:.4g}" if isinstance(base_value, (int, float)) else "n/a"
+            print(f"  {name}: {m['value']:.4g} (real-vs-real split-half baseline: {baseline})")
+    return report / "report.html"
+
+
+def _cli(main: Any, argv: list[str]) -> None:
+    """Run a medgen command; a failure stops the demo with that command's exit code."""
+    code = main(argv)
+    if code:
+        raise SystemExit(code)

@@ -23,11 +23,18 @@ from medgen.data.io import atomic_write
 from medgen.errors import InputError
 from medgen.evaluation.features import file_sha256
 from medgen.generation import manifest
-from medgen.generation.conditions import ConditionPlan, batch_condition
+from medgen.generation.conditions import ConditionPlan, batch_condition, load_condition_image
 from medgen.generation.gate import GateResult, MemorizationGate
 from medgen.generation.qc import QualityControl
 from medgen.generation.seeds import sample_generators, sample_seed
-from medgen.generation.writers import EXTENSIONS, OutputFormat, grid_affine, reference_affine, write_sample
+from medgen.generation.writers import (
+    EXTENSIONS,
+    OutputFormat,
+    grid_affine,
+    reference_affine,
+    write_mask,
+    write_sample,
+)
 from medgen.lit.base import GenerativeModule
 from medgen.nets.invariance import batch_invariant_kernels, make_batch_invariant
 from medgen.progress import progress
@@ -78,8 +85,8 @@ class GenerationOptions:
         return {k: v for k, v in asdict(self).items() if k in _IDENTITY}
 
 
-_IDENTITY = ("num_samples", "seed", "sampler", "steps", "guidance", "fmt", "reference", "max_retries",
-             "checkpoint_sha256")  # fmt: skip
+#: Options that change the files. ``num_samples`` is not one: sample i does not depend on N, so a set can grow.
+_IDENTITY = ("seed", "sampler", "steps", "guidance", "fmt", "reference", "max_retries", "checkpoint_sha256")
 
 
 @dataclass
@@ -132,7 +139,8 @@ def _write_run_record(out_dir: Path, opts: GenerationOptions, device: torch.devi
 
     record = {
         "command": opts.command,
-        "options": {**opts.identity(), "batch_size": opts.batch_size, "world_size": opts.world_size},
+        "options": {**opts.identity(), "num_samples": opts.num_samples, "batch_size": opts.batch_size,
+                    "world_size": opts.world_size},
         "checkpoint": opts.checkpoint,
         "checkpoint_sha256": opts.checkpoint_sha256,
         "versions": {"medgen": __version__, "torch": torch.__version__, "monai": monai.__version__,
@@ -187,7 +195,8 @@ def generate(
     spacing = [round(float(v), 6) for v in torch.linalg.norm(torch.as_tensor(affine[:3, : len(size)]), dim=0)]
     sampler, steps, guidance = resolved_sampling(model, opts)
     model = model.to(device)
-    make_batch_invariant(model.net)
+    if device.type == "cpu":  # on CUDA, cuDNN picks algorithms by batch size anyway: keep the fast GEMMs
+        make_batch_invariant(model.net)
     writer = manifest.ManifestWriter(out / manifest.part_name(opts.rank, opts.world_size))
     batches = [todo[i : i + opts.batch_size] for i in range(0, len(todo), opts.batch_size)]
     bar = progress(range(len(todo)), desc="generating", total=len(todo))
@@ -203,28 +212,15 @@ def generate(
                     continue
                 path = out / f"sample_{index:06d}.{EXTENSIONS[opts.fmt]}"
                 write_sample(torch.nan_to_num(sample), path, opts.fmt, affine, card.get("intensity"))
-                row.update(
-                    {
-                        "file": path.name,
-                        "sha256": file_sha256(path),
-                        "index": index,
-                        "seed": sample_seed(opts.seed, index, attempts - 1),
-                        "checkpoint": opts.checkpoint,
-                        "checkpoint_sha256": opts.checkpoint_sha256,
-                        "sampler": sampler,
-                        "steps": steps,
-                        "guidance": guidance,
-                        "condition": plan.row(index),
-                        "shape": list(sample.shape[1:]),
-                        "spacing": spacing,
-                        "intensity": _unit(opts.fmt, card.get("intensity")),
-                        "modality": card.get("modality"),
-                        "qc": {"passed": not issues, "issues": issues, "attempts": attempts},
-                        "created": _now(),
-                    }
-                )
+                row.update(_sample_row(path, index, sample, attempts, issues, opts, plan, card, spacing))
+                row.update(sampler=sampler, steps=steps, guidance=guidance)
                 if verdict is not None:
                     row["memorization"] = {**verdict.as_dict(), "index": gate.path if gate else None}
+                mask = plan.row(index).get("mask")
+                if mask:  # paired output: the conditioning mask on the sample's grid and geometry
+                    mask_path = out / f"sample_{index:06d}_mask.{EXTENSIONS[opts.fmt]}"
+                    write_mask(load_condition_image(mask, size, is_mask=True), mask_path, opts.fmt, affine)
+                    row.update(mask_file=mask_path.name, mask_sha256=file_sha256(mask_path))
                 writer.append(row)
                 summary.written += 1
                 summary.flagged += bool(issues)
@@ -235,6 +231,35 @@ def generate(
     if opts.rank == 0 or summary.merged:
         _write_run_record(out, opts, device, {"finished": _now(), "complete": summary.merged})
     return summary
+
+
+def _sample_row(
+    path: Path,
+    index: int,
+    sample: torch.Tensor,
+    attempts: int,
+    issues: list[str],
+    opts: GenerationOptions,
+    plan: ConditionPlan,
+    card: dict[str, Any],
+    spacing: list[float],
+) -> dict[str, Any]:
+    """The manifest fields of a written sample (sampler, steps and guidance are added by the caller)."""
+    return {
+        "file": path.name,
+        "sha256": file_sha256(path),
+        "index": index,
+        "seed": sample_seed(opts.seed, index, attempts - 1),
+        "checkpoint": opts.checkpoint,
+        "checkpoint_sha256": opts.checkpoint_sha256,
+        "condition": plan.row(index),
+        "shape": list(sample.shape[1:]),
+        "spacing": spacing,
+        "intensity": _unit(opts.fmt, card.get("intensity")),
+        "modality": card.get("modality"),
+        "qc": {"passed": not issues, "issues": issues, "attempts": attempts},
+        "created": _now(),
+    }
 
 
 def _draw(

@@ -78,3 +78,14 @@ def write_sample(
     if fmt == "npy":
         return atomic_write(path, lambda tmp: np.save(tmp, values))
     return write_image(values, path, affine=affine)
+
+
+def write_mask(mask: torch.Tensor, path: Path, fmt: OutputFormat, affine: np.ndarray) -> Path:
+    """Write a ``(1, *spatial)`` label map atomically as integers (PNG: the labels as 8-bit levels)."""
+    labels = mask.detach().cpu().round().to(torch.int16)
+    if fmt == "png":
+        levels = labels[0].numpy().clip(0, 255).astype(np.uint8)
+        return atomic_write(path, lambda tmp: Image.fromarray(np.ascontiguousarray(levels.T)).save(tmp, format="PNG"))
+    if fmt == "npy":
+        return atomic_write(path, lambda tmp: np.save(tmp, labels.numpy()))
+    return write_image(labels.numpy(), path, affine=affine)

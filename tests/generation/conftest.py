@@ -14,13 +14,18 @@ CheckpointFactory = Callable[..., Path]
 
 
 def write_checkpoint(
-    path: Path, spatial_dims: int, family: str = "diffusion", conditions: list[dict] | None = None, seed: int = 0
+    path: Path,
+    spatial_dims: int,
+    family: str = "diffusion",
+    conditions: list[dict] | None = None,
+    seed: int = 0,
+    image_channels: int = 0,
 ) -> Path:
     """A Lightning-format checkpoint of a seeded tiny model with the ``medgen`` block a fit run writes."""
     from medgen.lit import DiffusionModule, FlowMatchingModule
     from medgen.objectives import DiffusionObjective
 
-    net = tiny_unet(spatial_dims, seed=seed, conditions=conditions or [])
+    net = tiny_unet(spatial_dims, seed=seed, conditions=conditions or [], image_channels=image_channels)
     size = [16, 16] if spatial_dims == 2 else [8, 8, 8]
     if family == "diffusion":
         module = DiffusionModule(
@@ -38,10 +43,12 @@ def write_checkpoint(
 
 @pytest.fixture()
 def make_checkpoint(tmp_path: Path) -> CheckpointFactory:
-    """``make_checkpoint(spatial_dims, family=..., conditions=...)`` → path of a fresh ``.ckpt``."""
+    """``make_checkpoint(spatial_dims, family=..., conditions=..., image_channels=...)`` → a fresh ``.ckpt``."""
 
-    def make(spatial_dims: int, family: str = "diffusion", conditions: list[dict] | None = None) -> Path:
-        name = f"{family}_{spatial_dims}d_{len(conditions or [])}.ckpt"
-        return write_checkpoint(tmp_path / name, spatial_dims, family, conditions)
+    def make(
+        spatial_dims: int, family: str = "diffusion", conditions: list[dict] | None = None, image_channels: int = 0
+    ) -> Path:
+        name = f"{family}_{spatial_dims}d_{len(conditions or [])}_{image_channels}.ckpt"
+        return write_checkpoint(tmp_path / name, spatial_dims, family, conditions, image_channels=image_channels)
 
     return make

@@ -57,7 +57,7 @@ def test_same_files_for_any_batch_size_and_rerun(
 
 
 def test_subset_regenerates_identically(tmp_path: Path, make_checkpoint: CheckpointFactory) -> None:
-    """Deleting a sample and its row, then rerunning, brings back the same bytes (seeds depend on the index)."""
+    """Deleting a sample file, then rerunning, brings back the same bytes (seeds depend on the index)."""
     ckpt = make_checkpoint(2)
     out = tmp_path / "gen"
     args = ["generate", "--checkpoint", str(ckpt), "--num-samples", "4", "--out", str(out), "--batch-size", "2"]
@@ -67,6 +67,11 @@ def test_subset_regenerates_identically(tmp_path: Path, make_checkpoint: Checkpo
     assert main(args) == 0
     assert _hashes(out) == before
     assert sorted(r["index"] for r in _rows(out)) == [0, 1, 2, 3]
+    # Growing the set keeps the first four samples and adds two.
+    assert main([*args[:4], "6", *args[5:]]) == 0
+    grown = _hashes(out)
+    assert len(grown) == 6 and {k: grown[k] for k in before} == before
+    assert [r["index"] for r in _rows(out)] == list(range(6))
 
 
 def test_kill_9_then_rerun_completes_without_duplicates(tmp_path: Path, make_checkpoint: CheckpointFactory) -> None:
@@ -154,6 +159,30 @@ def test_conditions_from_options_and_csv(tmp_path: Path, make_checkpoint: Checkp
     out3 = tmp_path / "label0"
     assert main([*base, "--out", str(out3), "--condition", "label=0", "--condition", "age=70"]) == 0
     assert _hashes(out3) != _hashes(out)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_mask_conditioned_model_writes_image_and_mask_pairs(
+    tmp_path: Path, make_checkpoint: CheckpointFactory, spatial_dims: int
+) -> None:
+    ckpt = make_checkpoint(spatial_dims, image_channels=1)
+    big = (32, 32) if spatial_dims == 2 else (16, 16, 16)
+    labels = np.zeros(big, np.float32)
+    labels[4:20, 6:24] = 1.0
+    mask = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), mask)
+    out = tmp_path / "gen"
+    args = ["generate", "--checkpoint", str(ckpt), "--num-samples", "2", "--out", str(out), "--format", "nifti"]
+    assert main([*args, "--condition", f"mask={mask}"]) == 0
+    for row in _rows(out):
+        written = nib.load(out / row["mask_file"])
+        sample = nib.load(out / row["file"])
+        assert written.shape == sample.shape == tuple(n // 2 for n in big)
+        np.testing.assert_allclose(written.affine, sample.affine)
+        assert set(np.unique(written.get_fdata())) == {0.0, 1.0}
+        assert row["mask_sha256"] == hashlib.sha256((out / row["mask_file"]).read_bytes()).hexdigest()
+    # Without the mask the model cannot run: one-line error naming the option.
+    assert main(["generate", "--checkpoint", str(ckpt), "--num-samples", "1", "--out", str(tmp_path / "x")]) == 2
 
 
 @pytest.mark.parametrize(
