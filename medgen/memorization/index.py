@@ -1,0 +1,242 @@
+"""A reusable on-disk memorization index: training embeddings, calibrated threshold and the embedder's spec.
+
+Build it once per training set, then check any number of generated images against it (``medgen generate
+--memorization-index DIR`` gates augmentation sets with it)::
+
+    index = build_index("train_slices/", "mem_index/", holdout="holdout_slices/")
+    index = MemorizationIndex.load("mem_index/")
+    matches = index.check(images)          # images: (B, 1, *spatial)
+    keep = [not m.flagged for m in matches]
+
+Folder layout: ``index.json`` (threshold, calibration, embedder spec, training files, spatial_dims),
+``embeddings.safetensors`` (``vectors`` ``(M, d)``, ``owner`` ``(M,)``, ``null`` ``(n,)``) and, for a structural
+embedder, its weights and spec (``embedder.safetensors`` / ``embedder.json``) so the folder stands alone.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from medgen import __version__
+from medgen.data.io import atomic_write
+from medgen.errors import InputError
+from medgen.memorization.calibrate import Calibration, calibrate, subject_split
+from medgen.memorization.embedders import Embedded, Embedder, embed_images, get_embedder, load_structural
+from medgen.memorization.search import Backend, SearchResult, search
+from medgen.memorization.sources import embed_items, list_items
+
+INDEX_JSON, EMBEDDINGS = "index.json", "embeddings.safetensors"
+
+
+@dataclass
+class Match:
+    """Nearest training image of one checked image.
+
+    Attributes:
+        nearest_train: File of the most similar training image (or volume).
+        similarity: Its cosine similarity in the embedding.
+        flagged: ``similarity`` is above the index's threshold.
+        train_index: Position of ``nearest_train`` in the index's training files.
+        neighbours: Top-k ``(file, similarity)``, best first.
+    """
+
+    nearest_train: str
+    similarity: float
+    flagged: bool
+    train_index: int
+    neighbours: list[tuple[str, float]]
+
+
+class MemorizationIndex:
+    """Training-set embeddings plus a calibrated threshold.
+
+    Args:
+        embedder: The embedder the vectors were made with.
+        train: Embeddings of the training images.
+        files: One path per training image/volume.
+        calibration: Threshold and its null distribution.
+    """
+
+    def __init__(self, embedder: Embedder, train: Embedded, files: Sequence[str], calibration: Calibration) -> None:
+        if len(files) != train.count:
+            raise InputError("files", f"{len(files)} files for {train.count} embedded training images")
+        self.embedder, self.train, self.files, self.calibration = embedder, train, list(files), calibration
+
+    @property
+    def threshold(self) -> float:
+        """Similarities above this are flagged."""
+        return self.calibration.threshold
+
+    @classmethod
+    def build(
+        cls,
+        embedder: Embedder,
+        train: Embedded,
+        files: Sequence[str],
+        subjects: Sequence[str],
+        holdout: Embedded | None = None,
+        quantile: float = 0.99,
+        seed: int = 0,
+    ) -> MemorizationIndex:
+        """Calibrate on ``holdout`` (nearest-train similarities), else on a by-subject split of ``train``.
+
+        With no holdout, 20 % of the training subjects are held out and matched against the other 80 %; the
+        threshold then errs on the low side (fewer reference images, lower nearest-neighbour similarities).
+        """
+        if holdout is not None:
+            null = search(holdout, train, k=1).similarity[:, 0]
+            return cls(embedder, train, files, calibrate(null, quantile, "holdout"))
+        reference, held = subject_split(subjects, 0.2, seed)
+        null = search(train.subset(held), train.subset(reference), k=1).similarity[:, 0]
+        calibration = calibrate(null, quantile, "train_split")
+        calibration.notes.append(
+            f"null: {len(held)} training images of {len(set(subjects[i] for i in held))} held-out subjects "
+            f"matched against the other {len(reference)}"
+        )
+        if train.spatial_dims == 2 and len(set(subjects)) == len(subjects):
+            calibration.notes.append(
+                "every 2D file is its own subject: if files are slices of the same patients the null is inflated "
+                "(use one folder per patient, a datalist with a 'subject' column, or --holdout)"
+            )
+        return cls(embedder, train, files, calibration)
+
+    def search(self, images: Tensor | Sequence[Tensor], k: int = 5, backend: Backend = "torch") -> SearchResult:
+        """Top-k training neighbours of ``images`` ``(B, 1, *spatial)`` (or a list of ``(1, *spatial)``)."""
+        return search(self.embed(images), self.train, k, backend)
+
+    def embed(self, images: Tensor | Sequence[Tensor]) -> Embedded:
+        """Embed images ``(B, 1, *spatial)`` or a list of ``(1, *spatial)`` with the index's embedder."""
+        batch = list(images)
+        if batch and batch[0].ndim - 1 != self.train.spatial_dims:
+            raise InputError(
+                "images",
+                f"expected (B, 1, *{self.train.spatial_dims} spatial) like the index, got {batch[0].ndim - 1}D",
+            )
+        return embed_images(self.embedder, batch)
+
+    def matches(self, result: SearchResult) -> list[Match]:
+        """Turn a search result into :class:`Match` rows flagged at the index's threshold."""
+        out = []
+        for sims, idx in zip(result.similarity.tolist(), result.index.tolist(), strict=True):
+            neighbours = [(self.files[i], s) for i, s in zip(idx, sims, strict=True)]
+            out.append(Match(self.files[idx[0]], sims[0], sims[0] > self.threshold, idx[0], neighbours))
+        return out
+
+    def check(self, images: Tensor | Sequence[Tensor], k: int = 5) -> list[Match]:
+        """Nearest training image of each image and whether it is flagged as a copy.
+
+        Args:
+            images: ``(B, 1, *spatial)`` (any intensity scale: every image is z-scored) or a list of
+                ``(1, *spatial)`` tensors of possibly different sizes.
+            k: Neighbours listed per image.
+
+        Returns:
+            One :class:`Match` per image, in order.
+        """
+        return self.matches(self.search(images, k))
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write the index folder (see the module docstring) and return it."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        spec = self.embedder.spec.as_dict()
+        if spec["name"] == "structural" and spec.get("path"):
+            src = Path(str(spec["path"]))
+            for suffix in (".safetensors", ".json"):
+                target = out / f"embedder{suffix}"
+                if src.with_suffix(suffix).resolve() != target.resolve():
+                    shutil.copyfile(src.with_suffix(suffix), target)
+            spec["path"] = "embedder.safetensors"
+        tensors = {"vectors": self.train.vectors.contiguous(), "owner": self.train.owner.contiguous(),
+                   "null": self.calibration.null.contiguous()}  # fmt: skip
+        atomic_write(out / EMBEDDINGS, lambda tmp: save_file(tensors, str(tmp)))
+        meta: dict[str, Any] = {
+            "medgen_version": __version__,
+            "threshold": self.threshold,
+            "calibration": self.calibration.as_dict(),
+            "embedding": spec,
+            "spatial_dims": self.train.spatial_dims,
+            "files": self.files,
+        }
+        atomic_write(out / INDEX_JSON, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+        return out
+
+    @classmethod
+    def load(cls, index_dir: str | Path, embedder: nn.Module | None = None) -> MemorizationIndex:
+        """Load an index folder; the embedder is rebuilt from its spec (sha256-checked) unless given.
+
+        Args:
+            index_dir: Folder written by :meth:`save` / :func:`build_index`.
+            embedder: The user ``nn.Module`` the index was built with (required for user embedders).
+
+        Raises:
+            InputError: Missing/corrupt files, or an embedder whose sha256 differs from the index's.
+        """
+        root = Path(index_dir)
+        try:
+            meta = json.loads((root / INDEX_JSON).read_text(encoding="utf-8"))
+            tensors = load_file(str(root / EMBEDDINGS))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(root, f"not a memorization index ({type(exc).__name__}: {exc})") from None
+        spec = meta["embedding"]
+        model = _embedder_for(root, spec, embedder)
+        train = Embedded(tensors["vectors"], tensors["owner"], len(meta["files"]), int(meta["spatial_dims"]))
+        cal = meta["calibration"]
+        calibration = Calibration(
+            float(meta["threshold"]), cal["quantile"], cal["source"], tensors["null"], cal["notes"]
+        )
+        return cls(model, train, meta["files"], calibration)
+
+
+def _embedder_for(root: Path, spec: dict[str, Any], embedder: nn.Module | None) -> Embedder:
+    if embedder is not None:
+        model = get_embedder(embedder)
+    elif spec["name"] == "structural":
+        model = load_structural(root / str(spec.get("path") or "embedder.safetensors"))
+    elif spec["name"] in ("pixel", "inception"):
+        model = get_embedder(spec["name"])
+    else:
+        raise InputError(root, f"index was built with the user embedder {spec['name']!r}: pass it as embedder=")
+    if model.spec.sha256 != spec.get("sha256") or model.spec.name != spec["name"]:
+        raise InputError(
+            root, f"embedder {model.spec.name} (sha256 {model.spec.sha256}) is not the index's "
+            f"{spec['name']} (sha256 {spec.get('sha256')})"
+        )  # fmt: skip
+    return model
+
+
+def build_index(
+    train_source: str | Path,
+    out_dir: str | Path | None = None,
+    embedder: str | Path | nn.Module = "structural",
+    holdout: str | Path | None = None,
+    quantile: float = 0.99,
+    seed: int = 0,
+) -> MemorizationIndex:
+    """Embed a training set, calibrate the threshold and (when ``out_dir`` is given) save the index.
+
+    Args:
+        train_source: Folder, datalist, ``demo:<kind>`` or manifest of the training images.
+        out_dir: Index folder to write (None: keep in memory only).
+        embedder: ``"structural"`` (default), ``"pixel"``, ``"inception"``, a ``.safetensors`` file or an ``nn.Module``.
+        holdout: Real images not in the training set, for the null distribution (default: a by-subject split).
+        quantile: Quantile of the null used as threshold.
+        seed: Seed of the by-subject split.
+    """
+    model = get_embedder(embedder)
+    items = list_items(train_source, "--train")
+    train = embed_items(model, items, "--train")
+    held = embed_items(model, list_items(holdout, "--holdout"), "--holdout") if holdout is not None else None
+    files = [str(item.path) for item in items]
+    index = MemorizationIndex.build(model, train, files, [i.subject for i in items], held, quantile, seed)
+    if out_dir is not None:
+        index.save(out_dir)
+    return index

@@ -1,0 +1,97 @@
+"""Image sets for memorization checks: files with the subject each belongs to, embedded without holding images.
+
+A source is a folder (searched recursively), a CSV/JSON datalist, ``demo:mri|ct|xray``, or a ``manifest.jsonl``
+written by ``medgen generate``. Subjects decide how a training set may be split for calibration: a datalist's
+``subject`` column; in a folder, the first sub-folder below the root (one folder per patient), else the file
+itself (a volume, or a 2D slice that cannot be grouped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from medgen.data.datalist import find_records
+from medgen.data.io import load_image
+from medgen.errors import InputError
+from medgen.evaluation.sources import list_source
+from medgen.memorization.embedders import Embedded, embed_images
+from medgen.progress import progress
+
+
+@dataclass
+class SourceItem:
+    """One file of a set.
+
+    Attributes:
+        path: Image file or DICOM series folder.
+        subject: Subject/patient id used to split the set.
+        name: Short name shown in reports (path relative to the source folder).
+    """
+
+    path: Path
+    subject: str
+    name: str
+
+
+def list_items(source: str | Path, option: str) -> list[SourceItem]:
+    """The files of a source with their subjects.
+
+    Args:
+        source: Folder, datalist, ``demo:<kind>`` or ``manifest.jsonl``.
+        option: The CLI option the source came from (named in errors).
+
+    Raises:
+        InputError: Missing or empty source (message names ``option`` and the path).
+    """
+    text = str(source)
+    if not text.startswith("demo:") and not Path(text).exists():
+        raise InputError(option, f"'{text}' does not exist (expected a folder of images, a datalist or manifest.jsonl)")
+    try:
+        if text.endswith(".jsonl"):
+            items = list_source(text)
+            return [SourceItem(i.path, i.key, i.path.name) for i in items]
+        datalist = find_records(text)
+    except InputError as exc:
+        raise InputError(option, f"{exc}") from None
+    root = Path(text) if Path(text).is_dir() else None
+    out = []
+    for record in datalist.records:
+        path = Path(record.image)
+        subject, name = record.subject, path.name
+        if root is not None:
+            rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+            subject, name = (rel.parts[0] if len(rel.parts) > 1 else str(rel)), str(rel)
+        out.append(SourceItem(path, subject, name))
+    return out
+
+
+def load_items(items: Sequence[SourceItem]) -> list[Tensor]:
+    """Load ``(1, *spatial)`` float32 images (first channel) of ``items``."""
+    return [load_image(item.path).as_tensor().float()[:1] for item in items]
+
+
+def embed_items(embedder: nn.Module, items: Sequence[SourceItem], what: str, files_per_batch: int = 64) -> Embedded:
+    """Embed files batch by batch (only embeddings are kept in memory).
+
+    Raises:
+        InputError: Images of mixed 2D and 3D in one set.
+    """
+    vectors: list[Tensor] = []
+    owners: list[Tensor] = []
+    dims: set[int] = set()
+    batches = range(0, len(items), files_per_batch)
+    for start in progress(batches, f"embed {what}", total=len(batches)):
+        images = load_items(items[start : start + files_per_batch])
+        dims.update(image.ndim - 1 for image in images)
+        embedded = embed_images(embedder, images)
+        vectors.append(embedded.vectors)
+        owners.append(embedded.owner + start)
+    if len(dims) > 1:
+        raise InputError(what, "mixes 2D images and 3D volumes; give one kind per set")
+    spatial_dims = dims.pop() if dims else 2
+    return Embedded(torch.cat(vectors), torch.cat(owners), len(items), spatial_dims)

@@ -1,0 +1,60 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medgen.errors import InputError
+from medgen.memorization.embedders import Embedded
+from medgen.memorization.search import faiss_available, grouped_topk_cosine, search, topk_cosine
+
+
+def _unit(n: int, d: int, seed: int) -> torch.Tensor:
+    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+def test_chunked_topk_equals_full_matrix():
+    queries, database = _unit(50, 16, 0), _unit(1000, 16, 1)
+    result = topk_cosine(queries, database, k=5, chunk_size=97, query_block=13)
+    full = (queries @ database.T).topk(5, dim=1)
+    assert torch.equal(result.index, full.indices)
+    torch.testing.assert_close(result.similarity, full.values)
+
+
+def test_streams_an_iterable_of_chunks():
+    queries, database = _unit(20, 8, 2), _unit(300, 8, 3)
+    result = topk_cosine(queries, iter(database.split(64)), k=3)
+    assert torch.equal(result.index, (queries @ database.T).topk(3, dim=1).indices)
+
+
+def test_k_larger_than_database_and_bad_k():
+    result = topk_cosine(_unit(4, 8, 4), _unit(3, 8, 5), k=10)
+    assert result.index.shape == (4, 3)
+    with pytest.raises(InputError, match="--top-k"):
+        topk_cosine(_unit(4, 8, 4), _unit(3, 8, 5), k=0)
+
+
+def test_grouped_search_is_mean_of_best_slice_matches():
+    q, db = _unit(12, 8, 6), _unit(40, 8, 7)
+    q_owner = torch.arange(12) // 4  # 3 query volumes of 4 slices
+    db_owner = torch.arange(40) // 8  # 5 training volumes of 8 slices
+    result = grouped_topk_cosine(q, q_owner, 3, db, db_owner, 5, k=2, chunk_size=7)
+    sims = q @ db.T
+    expected = torch.stack(
+        [torch.stack([sims[q_owner == a][:, db_owner == b].amax(1).mean() for b in range(5)]) for a in range(3)]
+    )
+    top = expected.topk(2, dim=1)
+    assert torch.equal(result.index, top.indices)
+    torch.testing.assert_close(result.similarity, top.values)
+
+
+def test_search_refuses_2d_against_3d():
+    a = Embedded(_unit(3, 8, 8), torch.arange(3), 3, 2)
+    b = Embedded(_unit(6, 8, 9), torch.arange(6) // 2, 3, 3)
+    with pytest.raises(InputError, match="both be 2D or both be 3D"):
+        search(a, b)
+
+
+@pytest.mark.skipif(not faiss_available(), reason="faiss is optional and not installed")
+def test_faiss_backend_agrees():
+    queries, database = _unit(30, 16, 10), _unit(500, 16, 11)
+    ours, theirs = topk_cosine(queries, database, k=5), topk_cosine(queries, database, k=5, backend="faiss")
+    assert torch.equal(ours.index, theirs.index)
