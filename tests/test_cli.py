@@ -101,9 +101,18 @@ def test_dataset_command_summary_and_grid(
     assert grid.read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_demo_runs(tmp_path: Path) -> None:
-    res = _run("demo", "--out", str(tmp_path / "demo"), "--steps", "10")
+    """Every stage of the demo, at tiny settings: pictures, export, manifest, evaluation report."""
+    res = _run("demo", "--out", str(tmp_path / "demo"), "--steps", "10", "--num-samples", "8")
     assert res.returncode == 0, res.stderr
+    out = tmp_path / "demo"
     for name in ("mri_2d_slices.png", "ct_3d_volumes.png", "xray_2d.png", "mri_2d_samples.png", "mri_2d_real.png"):
-        assert (tmp_path / "demo" / name).stat().st_size > 1000
-    assert "[4/4] training a small diffusion model" in res.stdout and "feature MMD" in res.stdout
+        assert (out / name).stat().st_size > 1000
+    for stage in ("[4/8] training", "[5/8] medgen export", "[6/8] medgen generate", "[7/8] medgen evaluate"):
+        assert stage in res.stdout
+    assert len((out / "generated" / "manifest.jsonl").read_text().splitlines()) == 8
+    assert json.loads((out / "model" / "model_card.json").read_text())["family"] == "diffusion"
+    assert json.loads((out / "evaluation" / "report.json").read_text())["n_fake"] == 8
+    assert (out / "evaluation" / "report.html").stat().st_size > 10_000
+    assert "HTML reports:" in res.stdout
