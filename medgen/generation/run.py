@@ -205,7 +205,8 @@ def generate(
             for index, sample, attempts, issues, verdict in _draw(model, opts, plan, batch, qc, device, gate):
                 row: dict[str, Any] = {"index": index}
                 if verdict is not None and verdict.flagged:  # still a copy after every retry: not written
-                    row.update(file=None, sha256=None, dropped="memorization", memorization=verdict.as_dict())
+                    record = {**verdict.as_dict(), "index": gate.path if gate else None}
+                    row.update(file=None, sha256=None, dropped="memorization", memorization=record)
                     writer.append(row)
                     summary.dropped += 1
                     next(bar, None)
