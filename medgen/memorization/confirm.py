@@ -1,11 +1,12 @@
 """Pixel-space confirmation of flagged candidates: NCC and SSIM after a small rigid alignment search.
 
 Only the top-k training neighbours of flagged samples are compared, so the cost is ``O(flagged × k)``. Both
-images are resampled to a common grid (2D: 128², 3D: 64³; padded to a square/cube first) and z-scored. For each
+images are resampled to a common grid (2D: 128²; 3D: 64² in-plane, other axes up to 64; the rotation plane is
+padded to a square first) and z-scored. For each
 flip (none, last axis) and rotation (in the first two spatial axes, default -10° … 10° in 5° steps) of the
 generated image, the best circular shift (within ±15 % of the side) comes from FFT cross-correlation; the
 transform with the highest normalised cross-correlation (NCC) wins, and SSIM (Wang et al., Gaussian σ = 1.5,
-on the aligned pair, data range of the pair) is reported with it.
+11 taps, shrunk for thin slabs; on the aligned pair, data range of the pair) is reported with it.
 """
 
 from __future__ import annotations
@@ -49,22 +50,32 @@ class Confirmation:
         return asdict(self)
 
 
-def to_grid(image: Tensor, side: int | None = None) -> Tensor:
-    """Pad ``(1, *spatial)`` to a square/cube with its minimum, resample to ``side`` per axis, z-score.
+def to_grid(image: Tensor, shape: Sequence[int] | None = None) -> Tensor:
+    """Pad the first two spatial axes (the rotation plane) to a square with the image's minimum, resample, z-score.
+
+    Args:
+        image: ``(1, *spatial)``.
+        shape: Output spatial shape (default: ``GRID[d]`` in-plane, other axes kept up to ``GRID[d]``).
 
     Returns:
-        ``(1, 1, *[side] * d)`` float32.
+        ``(1, 1, *shape)`` float32.
     """
     x = image.float()[None]
     d = x.ndim - 2
-    side = side or GRID[d]
-    big = max(x.shape[2:])
-    pads: list[int] = []
-    for n in reversed(x.shape[2:]):
-        pads += [(big - n) // 2, big - n - (big - n) // 2]
+    h, w = x.shape[2:4]
+    side = max(h, w)
+    pads = [0, 0] * (d - 2) + [(side - w) // 2, side - w - (side - w) // 2, (side - h) // 2, side - h - (side - h) // 2]
     x = F.pad(x, pads, value=float(x.min()))
+    if shape is None:
+        shape = (GRID[d], GRID[d], *(min(n, GRID[d]) for n in x.shape[4:]))
     mode = "bilinear" if d == 2 else "trilinear"
-    return zscore(F.interpolate(x, size=(side,) * d, mode=mode, align_corners=False))
+    return zscore(F.interpolate(x, size=tuple(shape), mode=mode, align_corners=False))
+
+
+def _ssim_window(shape: Sequence[int]) -> tuple[int, float]:
+    """Wang et al.'s 11-tap σ = 1.5 window, shrunk (odd, σ scaled) when a side is shorter (thin slabs)."""
+    k = min(11, min(shape) - (1 - min(shape) % 2))
+    return k, 1.5 * k / 11
 
 
 def best_shift(moving: Tensor, fixed: Tensor, max_fraction: float = 0.15) -> tuple[Tensor, list[int]]:
@@ -93,7 +104,7 @@ def confirm_pair(
 ) -> Confirmation:
     """Align ``generated`` to ``train`` (both ``(1, *spatial)``, any sizes) and score the aligned pair."""
     fixed = to_grid(train)
-    moving0 = to_grid(generated, fixed.shape[-1])
+    moving0 = to_grid(generated, fixed.shape[2:])
     best: tuple[float, Tensor, bool, float, list[int]] | None = None
     n = fixed.numel()
     for flip in (False, True):
@@ -108,7 +119,8 @@ def confirm_pair(
     ncc, aligned, flip, angle, shift = best
     both = torch.cat([aligned, fixed])
     data_range = float(both.max() - both.min())
-    value = float(ssim(aligned, fixed, data_range=data_range).values[0])
+    k, sigma = _ssim_window(fixed.shape[2:])
+    value = float(ssim(aligned, fixed, data_range=data_range, kernel_size=k, sigma=sigma).values[0])
     return Confirmation(train_index, ncc, value, flip, angle, shift)
 
 

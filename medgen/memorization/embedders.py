@@ -6,10 +6,11 @@ An embedder is an ``nn.Module`` that maps 2D images ``(N, 1, H, W)`` in any inte
 :class:`EmbedderSpec`) names it in reports and indexes. Volumes are embedded slice by slice by
 :func:`embed_images`; :mod:`~medgen.memorization.search` aggregates slices per volume.
 
-- ``structural`` (default): :class:`StructuralNet`, a small CNN trained so that the cosine of two embeddings
-  regresses the SSIM of the z-scored images (DeepSSIM, arXiv 2509.16582) under structure-preserving
-  augmentations; the shipped weights (``weights/structural_v1.safetensors``, sha256-checked) were trained on
-  medgen's embedded demo data, and ``medgen memorization train-embedder`` trains one on your training set.
+- ``structural`` (default): :class:`StructuralNet` on foreground-centred images (shift invariance by
+  canonicalisation, :func:`~medgen.memorization.preprocess.center_foreground`), a small CNN trained so that the
+  cosine of two embeddings regresses the SSIM of the z-scored images (DeepSSIM, arXiv 2509.16582) under
+  structure-preserving augmentations; the shipped weights (``weights/structural_v1.safetensors``, sha256-checked)
+  were trained on medgen's embedded demo data; ``medgen memorization train-embedder`` trains one on your data.
 - ``pixel``: the prepared image at 32 × 32, flattened and normalised (cosine = Pearson correlation).
 - ``inception``: pool3 features of the offline FID Inception (:func:`medgen.evaluation.features.get_extractor`).
 - any ``nn.Module`` mapping z-scored ``(N, 1, S, S)`` images to ``(N, d)`` (wrapped by :class:`ModuleEmbedder`).
@@ -100,6 +101,9 @@ class Embedder(nn.Module):
 
     spec: EmbedderSpec
     size: int
+    #: Rotations (degrees) at which *query* images (generated, held-out) are also embedded; a query's similarity
+    #: to a training image is the best over them. Training images are embedded once, unrotated.
+    query_rotations: tuple[float, ...] = (0.0,)
 
     def train(self, mode: bool = True) -> Embedder:
         """Embedders stay in eval mode (use :class:`StructuralNet` directly to train)."""
@@ -107,12 +111,14 @@ class Embedder(nn.Module):
 
 
 class StructuralEmbedder(Embedder):
-    """A trained :class:`StructuralNet` behind the standard preparation (square pad, resize to S, z-score).
+    """A trained :class:`StructuralNet` behind its preparation (square pad, resize to S, centre foreground, z-score).
 
     Args:
         net: The network.
         spec: Its spec (name, sha256 of the weights file, ...).
     """
+
+    query_rotations = (-10.0, -5.0, 0.0, 5.0, 10.0)
 
     def __init__(self, net: StructuralNet, spec: EmbedderSpec) -> None:
         super().__init__()
@@ -121,7 +127,7 @@ class StructuralEmbedder(Embedder):
     def forward(self, images: Tensor) -> Tensor:
         """``(N, 1, H, W)`` → ``(N, dim)``."""
         with torch.no_grad():
-            return self.net(prepare_2d(images, self.size))
+            return self.net(prepare_2d(images, self.size, center=True))
 
 
 class PixelEmbedder(Embedder):
@@ -225,7 +231,10 @@ def load_structural(path: str | Path = DEFAULT_WEIGHTS) -> StructuralEmbedder:
         net.load_state_dict(load_file(str(weights)))
     except RuntimeError as exc:
         raise InputError(weights, f"weights do not fit the config in {meta_path.name}: {str(exc)[:200]}") from None
-    words = f"pad to square, resize {net.size}x{net.size} (antialiased), z-score; CNN trained on SSIM targets"
+    words = (
+        f"pad to square, resize {net.size}x{net.size} (antialiased), centre foreground, z-score; CNN on SSIM targets; "
+        f"queries also at {StructuralEmbedder.query_rotations} degrees (best match)"
+    )
     return StructuralEmbedder(net, EmbedderSpec("structural", digest, net.dim, words, str(weights)))
 
 
@@ -261,13 +270,15 @@ class Embedded:
         vectors: ``(M, d)`` float32 unit vectors, one per 2D image or volume slice.
         owner: ``(M,)`` long, index of the image/volume of each vector.
         count: Number of images/volumes.
-        spatial_dims: 2 (one vector per image) or 3 (slice vectors per volume).
+        spatial_dims: 2 (one slice per image) or 3 (slices per volume).
+        variants: Vectors per slice (rotated copies of a query slice, stored consecutively; best one counts).
     """
 
     vectors: Tensor
     owner: Tensor
     count: int
     spatial_dims: int = 2
+    variants: int = 1
 
     def subset(self, items: Sequence[int]) -> Embedded:
         """The embeddings of ``items`` (renumbered 0 … len(items) − 1 in that order)."""
@@ -276,25 +287,36 @@ class Embedded:
         new_owner = remap[self.owner]
         keep = new_owner >= 0
         order = torch.argsort(new_owner[keep], stable=True)
-        return Embedded(self.vectors[keep][order], new_owner[keep][order], len(items), self.spatial_dims)
+        kept = Embedded(self.vectors[keep][order], new_owner[keep][order], len(items), self.spatial_dims)
+        kept.variants = self.variants
+        return kept
 
 
-def embed_images(embedder: nn.Module, images: Sequence[Tensor], batch_size: int = 64) -> Embedded:
+def embed_images(embedder: nn.Module, images: Sequence[Tensor], batch_size: int = 64, query: bool = False) -> Embedded:
     """Embed images ``(1, *spatial)`` (2D, or 3D slice-wise; sizes may differ).
 
     Args:
         embedder: An :class:`Embedder` (or any module with the same contract).
         images: ``(1, H, W)`` images or ``(1, X, Y, Z)`` volumes.
         batch_size: Slices per forward pass.
+        query: Embed each slice also at the embedder's ``query_rotations`` (generated and held-out images).
 
     Returns:
         :class:`Embedded` with ``owner`` mapping vectors back to ``images``.
     """
+    from medgen.memorization.augment import rotate_shift
+
     prepared = split_into_slices(list(images))
     size = int(getattr(embedder, "size", 64))
+    angles = tuple(getattr(embedder, "query_rotations", (0.0,))) if query else (0.0,)
     # resize each slice on its own (sizes may differ), then batch the network
-    slices = [square_resize(s[None], size)[0] for s in prepared.slices]
-    chunks = [embedder(torch.stack(slices[i : i + batch_size])) for i in range(0, len(slices), batch_size)]
+    slices = torch.cat([square_resize(s[None], size) for s in prepared.slices]) if prepared.slices else None
+    if slices is not None and len(angles) > 1:
+        n = slices.shape[0]
+        turned = [rotate_shift(slices, torch.full((n,), a), torch.zeros(n, 2)) if a else slices for a in angles]
+        slices = torch.stack(turned, dim=1).flatten(0, 1)  # slice-major: the variants of a slice are consecutive
+    chunks = [] if slices is None else [embedder(part) for part in slices.split(batch_size)]
     vectors = torch.cat(chunks).float() if chunks else torch.zeros(0, 1)
     spatial_dims = images[0].ndim - 1 if len(images) else 2
-    return Embedded(vectors, prepared.owner, len(images), spatial_dims)
+    owner = prepared.owner.repeat_interleave(len(angles))
+    return Embedded(vectors, owner, len(images), spatial_dims, len(angles))

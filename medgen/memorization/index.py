@@ -101,6 +101,11 @@ class MemorizationIndex:
             f"null: {len(held)} training images of {len(set(subjects[i] for i in held))} held-out subjects "
             f"matched against the other {len(reference)}"
         )
+        if len(getattr(embedder, "query_rotations", (0.0,))) > 1:
+            calibration.notes.append(
+                "the held-out training images were embedded without query rotations: the null is slightly low, "
+                "so slightly more samples are flagged than with --holdout"
+            )
         if train.spatial_dims == 2 and len(set(subjects)) == len(subjects):
             calibration.notes.append(
                 "every 2D file is its own subject: if files are slices of the same patients the null is inflated "
@@ -120,7 +125,7 @@ class MemorizationIndex:
                 "images",
                 f"expected (B, 1, *{self.train.spatial_dims} spatial) like the index, got {batch[0].ndim - 1}D",
             )
-        return embed_images(self.embedder, batch)
+        return embed_images(self.embedder, batch, query=True)
 
     def matches(self, result: SearchResult) -> list[Match]:
         """Turn a search result into :class:`Match` rows flagged at the index's threshold."""
@@ -234,7 +239,7 @@ def build_index(
     model = get_embedder(embedder)
     items = list_items(train_source, "--train")
     train = embed_items(model, items, "--train")
-    held = embed_items(model, list_items(holdout, "--holdout"), "--holdout") if holdout is not None else None
+    held = embed_items(model, list_items(holdout, "--holdout"), "--holdout", query=True) if holdout else None
     files = [str(item.path) for item in items]
     index = MemorizationIndex.build(model, train, files, [i.subject for i in items], held, quantile, seed)
     if out_dir is not None:

@@ -2,14 +2,16 @@
 
 2D (real MRI): the brain T1 volumes that ship in installed wheels (MNI152 from nilearn, nibabel's
 ``anatomical.nii``) are cut into slices along all three axes. Only two real subjects ship offline, so
-*pseudo-subjects* are slabs of 16 mm: each slab keeps its central slices (2 mm apart) and drops the outer
-ones, leaving a 10 mm gap between slabs; sagittal slices come from one hemisphere only (the MNI152 template
+*pseudo-subjects* are slabs of 24 mm: each slab keeps its central 8 mm (slices 2 mm apart) and drops the
+outer ones, leaving a 16 mm gap between slabs; sagittal slices come from one hemisphere only (the MNI152 template
 is symmetric, so mirror-position sagittal slices are duplicates). Slabs are split with
 :func:`medgen.data.split.split_by_subject`, never slice by slice (adjacent slices 1 mm apart have SSIM ≈ 0.97
 and would be near-duplicates).
 
-3D (phantoms): too few real volumes ship, so the volumes are seeded T1-like MR phantoms
-(:func:`medgen.data.phantoms.phantom_family`), one subject each.
+3D (real MRI): only two real volumes ship, so each pseudo-subject slab above becomes one small volume (its
+kept slices stacked along the last axis, in-plane axes first); the split is the 2D one (same subjects, same
+seed). :func:`planted_phantoms_3d` builds the same test from seeded MR phantoms (one subject per volume); they
+differ so little from one another (aligned NCC 0.98 between subjects) that they make a poor null.
 
 In both, ``generated`` = held-out real images not used for calibration + disguised copies of training
 images (:func:`~medgen.memorization.augment.copy_augment`).
@@ -54,8 +56,11 @@ class PlantedSet:
         return self.copy_of >= 0
 
 
+SLAB_MM = 24.0
+
+
 def slab_slices(
-    volume: Tensor, name: str, spacing_mm: float, slab_mm: float = 16.0, keep_mm: float = 8.0, stride_mm: float = 2.0
+    volume: Tensor, name: str, spacing_mm: float, slab_mm: float = SLAB_MM, keep_mm: float = 8.0, stride_mm: float = 2.0
 ) -> list[tuple[Tensor, str]]:
     """Central slices of ``slab_mm`` slabs per axis (sagittal: one half), with ids ``volume:axis:slab``.
 
@@ -94,7 +99,7 @@ def real_mri_slices(max_side: int = 112, keep_mm: float = 8.0, stride_mm: float 
         image = load_image(path)
         spacing = float((image.meta.get(META_SPACING) or [1.0])[0])
         name = path.name.split(".")[0]
-        for s, subject in slab_slices(image.as_tensor().float()[:1], name, spacing, 16.0, keep_mm, stride_mm):
+        for s, subject in slab_slices(image.as_tensor().float()[:1], name, spacing, SLAB_MM, keep_mm, stride_mm):
             factor = max_side / max(s.shape[-2:])
             if factor < 1:
                 size = [max(8, round(n * factor)) for n in s.shape[-2:]]
@@ -124,6 +129,15 @@ def split_planted(items: list[tuple[Tensor, str]], n_copies: int, seed: int = 0)
 def planted_mri_2d(n_copies: int = 40, seed: int = 0) -> PlantedSet:
     """The 2D planted-copy test on real MRI slices (see the module docstring)."""
     return split_planted(real_mri_slices(), n_copies, seed)
+
+
+def planted_mri_3d(n_copies: int = 8, seed: int = 0) -> PlantedSet:
+    """The 3D planted-copy test on real MRI slab volumes (see the module docstring)."""
+    by_subject: dict[str, list[Tensor]] = {}
+    for s, subject in real_mri_slices():
+        by_subject.setdefault(subject, []).append(s)
+    items = [(torch.stack(slices, dim=-1), subject) for subject, slices in by_subject.items()]
+    return split_planted(items, n_copies, seed)
 
 
 def planted_phantoms_3d(
@@ -174,7 +188,7 @@ def score_planted(embedder: nn.Module, planted: PlantedSet, quantile: float = 0.
     model = get_embedder(embedder)
     train = embed_images(model, planted.train)
     files = [f"train_{i:04d}" for i in range(len(planted.train))]
-    holdout = embed_images(model, planted.holdout)
+    holdout = embed_images(model, planted.holdout, query=True)
     index = MemorizationIndex.build(model, train, files, planted.subjects, holdout, quantile)
     matches = index.check(planted.generated, k=1)
     flagged = torch.tensor([m.flagged for m in matches])

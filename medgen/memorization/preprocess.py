@@ -61,9 +61,37 @@ def square_resize(images: Tensor, size: int) -> Tensor:
     return x
 
 
-def prepare_2d(images: Tensor, size: int) -> Tensor:
-    """Square-pad, resize and z-score 2D images: ``(N, 1, H, W)`` → ``(N, 1, size, size)``."""
-    return zscore(square_resize(images, size))
+def center_foreground(images: Tensor) -> Tensor:
+    """Translate each 2D image so that the centroid of its foreground lies at the image centre.
+
+    The foreground weight of a pixel is its intensity above 10 % of the image's robust range (min to 99th
+    percentile), so gamma, noise and lossy storage barely move the centroid, while a shifted copy is shifted back:
+    shift invariance by canonicalisation. Pixels moved in from outside take the image's minimum.
+
+    Args:
+        images: ``(N, 1, H, W)``.
+
+    Returns:
+        ``(N, 1, H, W)`` float32.
+    """
+    from medgen.memorization.augment import rotate_shift
+
+    x = images.float()
+    n, _, h, w = x.shape
+    flat = x.flatten(1)
+    lo, hi = flat.amin(dim=1), torch.quantile(flat, 0.99, dim=1)
+    weight = (x - (lo + 0.1 * (hi - lo)).view(n, 1, 1, 1)).clamp_min(0)[:, 0]
+    total = weight.sum(dim=(1, 2)).clamp_min(1e-12)
+    rows = (2 * torch.arange(h, dtype=torch.float32) + 1) / h - 1
+    cols = (2 * torch.arange(w, dtype=torch.float32) + 1) / w - 1
+    centre = torch.stack([(weight.sum(dim=1) * cols).sum(dim=1), (weight.sum(dim=2) * rows).sum(dim=1)], dim=1)
+    return rotate_shift(x, torch.zeros(n), centre / total.unsqueeze(1))
+
+
+def prepare_2d(images: Tensor, size: int, center: bool = False) -> Tensor:
+    """Square-pad, resize, optionally centre the foreground, and z-score: ``(N, 1, H, W)`` → ``(N, 1, size, size)``."""
+    x = square_resize(images, size)
+    return zscore(center_foreground(x) if center else x)
 
 
 def foreground_fraction(slices: Tensor) -> Tensor:

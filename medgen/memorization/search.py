@@ -113,6 +113,28 @@ def _faiss_topk(queries: Tensor, database: Tensor | Iterable[Tensor], k: int) ->
     return SearchResult(torch.from_numpy(sims), torch.from_numpy(ids).long())
 
 
+def best_of_variants(result: SearchResult, variants: int, k: int, block: int = 1024) -> SearchResult:
+    """Merge the top-k lists of ``variants`` consecutive query rows (rotated copies of one query) into one.
+
+    Each database index keeps its best similarity over the variants; rows ``(Q·V, k')`` become ``(Q, k)``.
+    """
+    if variants == 1:
+        return result
+    sims = result.similarity.reshape(-1, variants * result.similarity.shape[1])
+    idx = result.index.reshape(sims.shape)
+    out_sims, out_idx = [], []
+    for start in range(0, sims.shape[0], block):
+        s, i = sims[start : start + block], idx[start : start + block]
+        order = s.argsort(dim=1, descending=True)
+        s, i = s.gather(1, order), i.gather(1, order)
+        seen_before = torch.triu(i.unsqueeze(2) == i.unsqueeze(1), diagonal=1).any(dim=1)  # same index, better sim
+        s = s.masked_fill(seen_before, float("-inf"))
+        top = s.topk(min(k, s.shape[1]), dim=1)
+        out_sims.append(top.values)
+        out_idx.append(i.gather(1, top.indices))
+    return SearchResult(torch.cat(out_sims), torch.cat(out_idx))
+
+
 def grouped_topk_cosine(
     queries: Tensor,
     query_owner: Tensor,
@@ -122,6 +144,7 @@ def grouped_topk_cosine(
     n_items: int,
     k: int = 5,
     chunk_size: int = 16384,
+    variants: int = 1,
 ) -> SearchResult:
     """Top-k database items for multi-vector queries (volumes as slice embeddings), exactly.
 
@@ -138,6 +161,7 @@ def grouped_topk_cosine(
         n_items: Number of database items.
         k: Items per query.
         chunk_size: Database rows per matmul.
+        variants: Consecutive query vectors that are versions of one slice (the best counts).
 
     Returns:
         :class:`SearchResult` of ``(n_queries, k)`` item similarities and item indices.
@@ -148,8 +172,10 @@ def grouped_topk_cosine(
         sims = q @ database[start : start + chunk_size].float().T
         owners = db_owner[start : start + chunk_size].expand(q.shape[0], -1)
         best.scatter_reduce_(1, owners, sims, reduce="amax")
-    counts = torch.bincount(query_owner, minlength=n_queries).clamp_min(1).unsqueeze(1)
-    per_item = torch.zeros(n_queries, n_items).index_add_(0, query_owner, best) / counts
+    best = best.view(-1, variants, n_items).amax(dim=1)
+    slice_owner = query_owner[::variants]
+    counts = torch.bincount(slice_owner, minlength=n_queries).clamp_min(1).unsqueeze(1)
+    per_item = torch.zeros(n_queries, n_items).index_add_(0, slice_owner, best) / counts
     top = per_item.topk(min(k, n_items), dim=1)
     return SearchResult(top.values, top.indices)
 
@@ -162,8 +188,18 @@ def search(queries: Embedded, database: Embedded, k: int = 5, backend: Backend =
     """
     if queries.spatial_dims != database.spatial_dims:
         raise InputError("images", "generated and training images must both be 2D or both be 3D")
+    if database.variants != 1:
+        raise InputError("database", "training embeddings must have one vector per slice (no query rotations)")
     if queries.spatial_dims == 2:
-        return topk_cosine(queries.vectors, database.vectors, k, backend=backend)
+        result = topk_cosine(queries.vectors, database.vectors, k * queries.variants, backend=backend)
+        return best_of_variants(result, queries.variants, k)
     return grouped_topk_cosine(
-        queries.vectors, queries.owner, queries.count, database.vectors, database.owner, database.count, k
+        queries.vectors,
+        queries.owner,
+        queries.count,
+        database.vectors,
+        database.owner,
+        database.count,
+        k,
+        variants=queries.variants,
     )

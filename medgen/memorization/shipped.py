@@ -1,18 +1,18 @@
 """Regenerate the structural embedder shipped with medgen (``weights/structural_v1.safetensors``).
 
-Run ``python -m medgen.memorization.shipped`` (about 10 minutes on 2 CPU cores). Training data, all embedded
+Run ``python -m medgen.memorization.shipped`` (3 to 10 minutes on 2 CPU cores). Training data, all embedded
 demo data (nothing downloaded):
 
-- real brain T1 MRI (MNI152 from nilearn, nibabel's ``anatomical.nii``) cut into 16 mm slabs along each axis,
-  *only the slabs on the training side* of the 2D planted-copy self-test
-  (:func:`medgen.memorization.planted.planted_mri_2d`), their central 12 mm at 2 mm steps, so that the
-  self-test's held-out slices (and their 2 mm neighbourhood) are never seen;
-- the MR phantom volumes on the training side of the 3D self-test
-  (:func:`medgen.memorization.planted.planted_phantoms_3d`), slices along each axis;
+- real brain T1 MRI (MNI152 from nilearn, nibabel's ``anatomical.nii``) cut into 24 mm slabs along each axis,
+  *only the slabs on the training side* of the planted-copy self-tests
+  (:func:`medgen.memorization.planted.planted_mri_2d` and ``planted_mri_3d`` share one split), their central
+  20 mm at 2 mm steps, so every slice seen is at least 10 mm from any held-out slice;
+- the MR phantom volumes on the training side of :func:`medgen.memorization.planted.planted_phantoms_3d`,
+  slices along each axis;
 - the CT phantom volumes (informative slices along each axis) and X-ray phantom radiographs of
   ``medgen demo``'s data (:func:`medgen.demo_data.demo_folder`).
 
-Anchors are balanced over groups (one per MRI volume and axis, per CT volume and axis, X-ray).
+Anchors are balanced over groups (one per MRI volume and axis, per phantom volume, per CT volume, X-ray).
 The same recipe on your own data is ``medgen memorization train-embedder --train SRC --out FILE``.
 """
 
@@ -40,14 +40,15 @@ DATA_WORDS = (
 def shipped_training_set(size: int = 64) -> tuple[Tensor, Tensor]:
     """``(N, 1, size, size)`` prepared images and ``(N,)`` groups of the shipped embedder's training data."""
     train_subjects = set(planted_mri_2d().subjects)
-    mri = [(s, subject) for s, subject in real_mri_slices(keep_mm=12.0, stride_mm=2.0) if subject in train_subjects]
+    mri = [(s, subject) for s, subject in real_mri_slices(keep_mm=20.0, stride_mm=2.0) if subject in train_subjects]
     names = sorted({subject.rsplit(":", 1)[0] for _, subject in mri})
-    mri_images = torch.cat([prepare_2d(s[None], size) for s, _ in mri])
+    mri_images = torch.cat([prepare_2d(s[None], size, center=True) for s, _ in mri])
     mri_groups = torch.tensor([names.index(subject.rsplit(":", 1)[0]) for _, subject in mri])
     paths = [r.image for kind in ("ct", "xray") for r in find_records(demo_folder(kind)).records]
     other, other_groups = training_images(paths, size)
     phantoms = [
-        torch.cat([prepare_2d(volume_slices(v, a, 64), size) for a in range(3)]) for v in planted_phantoms_3d().train
+        torch.cat([prepare_2d(volume_slices(v, a, 64), size, center=True) for a in range(3)])
+        for v in planted_phantoms_3d().train
     ]
     ph_images = torch.cat(phantoms)
     ph_groups = torch.cat([torch.full((s.shape[0],), i) for i, s in enumerate(phantoms)])

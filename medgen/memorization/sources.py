@@ -75,8 +75,10 @@ def load_items(items: Sequence[SourceItem]) -> list[Tensor]:
     return [load_image(item.path).as_tensor().float()[:1] for item in items]
 
 
-def embed_items(embedder: nn.Module, items: Sequence[SourceItem], what: str, files_per_batch: int = 64) -> Embedded:
-    """Embed files batch by batch (only embeddings are kept in memory).
+def embed_items(
+    embedder: nn.Module, items: Sequence[SourceItem], what: str, files_per_batch: int = 64, query: bool = False
+) -> Embedded:
+    """Embed files batch by batch (only embeddings are kept in memory); ``query``: with query rotations.
 
     Raises:
         InputError: Images of mixed 2D and 3D in one set.
@@ -88,10 +90,11 @@ def embed_items(embedder: nn.Module, items: Sequence[SourceItem], what: str, fil
     for start in progress(batches, f"embed {what}", total=len(batches)):
         images = load_items(items[start : start + files_per_batch])
         dims.update(image.ndim - 1 for image in images)
-        embedded = embed_images(embedder, images)
+        embedded = embed_images(embedder, images, query=query)
         vectors.append(embedded.vectors)
         owners.append(embedded.owner + start)
     if len(dims) > 1:
         raise InputError(what, "mixes 2D images and 3D volumes; give one kind per set")
     spatial_dims = dims.pop() if dims else 2
-    return Embedded(torch.cat(vectors), torch.cat(owners), len(items), spatial_dims)
+    variants = len(getattr(embedder, "query_rotations", (0.0,))) if query else 1
+    return Embedded(torch.cat(vectors), torch.cat(owners), len(items), spatial_dims, variants)

@@ -150,7 +150,7 @@ def train_structural(images: Tensor, config: TrainConfig | None = None, groups: 
         partners = _partners(groups, neighbours, anchors, gen)
         target = ssim_targets(images[anchors], images[partners])
         views = training_augment(torch.cat([images[anchors], images[partners]]), gen)
-        emb = net(prepare_2d(views, cfg.size))
+        emb = net(prepare_2d(views, cfg.size, center=True))
         cos = (emb[: cfg.batch_size] * emb[cfg.batch_size :]).sum(dim=1)
         loss = torch.nn.functional.mse_loss(cos, target)
         opt.zero_grad(set_to_none=True)
@@ -178,9 +178,9 @@ def training_images(
     for path in progress(list(paths), "load training images"):
         image = load_image(path).as_tensor().float()[:1]
         if image.ndim == 3:
-            stack = prepare_2d(image[None], size)
+            stack = prepare_2d(image[None], size, center=True)
         else:
-            stack = torch.cat([prepare_2d(volume_slices(image, axis, max_slices=64), size) for axis in axes])
+            stack = torch.cat([prepare_2d(volume_slices(image, axis, 64), size, center=True) for axis in axes])
         out.append(stack)
         groups.append(torch.full((stack.shape[0],), 0 if image.ndim == 3 else len(groups) + 1))
     if not out:

@@ -7,20 +7,20 @@ from pathlib import Path
 import pytest
 
 from medgen.data.io import write_image
-from medgen.memorization.planted import PlantedSet, planted_mri_2d, planted_phantoms_3d
+from medgen.memorization.planted import PlantedSet, planted_mri_2d, planted_mri_3d
 from tests.evaluation.conftest import _one_thread  # noqa: F401  (autouse: one torch thread per module)
 
 
 @pytest.fixture(scope="session")
 def planted_2d() -> PlantedSet:
-    """Real MRI slices (pseudo-subjects = 16 mm slabs), copies of training slices."""
+    """Real MRI slices (pseudo-subjects = 24 mm slabs), copies of training slices."""
     return planted_mri_2d()
 
 
 @pytest.fixture(scope="session")
 def planted_3d() -> PlantedSet:
-    """MR phantom volumes (too few real volumes ship), copies of training volumes."""
-    return planted_phantoms_3d()
+    """Real MRI slab volumes (one per pseudo-subject; only two real volumes ship), copies of training volumes."""
+    return planted_mri_3d()
 
 
 @pytest.fixture(scope="session")
