@@ -55,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per medgen command."""
-    from medgen.commands import checkpoints, demo, evaluate, export, generate, inspect
+    from medgen.commands import checkpoints, demo, evaluate, export, generate, inspect, memorization
 
     parser = _Parser(
         prog="medgen",
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_parser(sub)
     evaluate.add_parser(sub)
+    memorization.add_parser(sub)
     export.add_parser(sub)
     checkpoints.add_parser(sub)
     demo.add_parser(sub)

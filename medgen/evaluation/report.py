@@ -100,9 +100,29 @@ def write_report(
     return json_path, html_path
 
 
-def _png_b64(array: np.ndarray) -> str:
+#: CSS shared by medgen's HTML reports.
+PAGE_STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}td:first-child{text-align:left}"
+    ".warn{background:#fff3cd;padding:6px 10px;border-left:4px solid #e0a800}img{image-rendering:pixelated}"
+)
+
+
+def png_b64(array: np.ndarray) -> str:
+    """A uint8 ``(H, W)`` or ``(H, W, 3)`` array as base64 PNG text (for ``data:image/png;base64,`` URLs)."""
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def figure_b64(fig: Any) -> str:
+    """A matplotlib figure as base64 PNG text; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -119,11 +139,7 @@ def _histogram_png(real: torch.Tensor, fake: torch.Tensor, value_range: tuple[fl
     ax.set_xlabel("intensity")
     ax.set_yscale("log")
     ax.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return figure_b64(fig)
 
 
 def _metric_rows(report: Report) -> str:
@@ -146,9 +162,7 @@ def render_html(
     """The self-contained HTML page."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>medgen evaluation report</title><style>",
-        "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}td:first-child{text-align:left}"
-        ".warn{background:#fff3cd;padding:6px 10px;border-left:4px solid #e0a800}img{image-rendering:pixelated}",
+        PAGE_STYLE,
         "</style></head><body><h1>medgen evaluation report</h1>",
         f"<p>{report.n_real} real vs {report.n_fake} generated &middot; created {html.escape(data['created'])}</p>",
     ]
@@ -161,7 +175,7 @@ def render_html(
         parts.append("<h2>Real (left) and generated (right)</h2><div style='display:flex;gap:2em'>")
         for images in (real[:16], fake[:16]):
             parts.append(
-                f"<img width='480' src='data:image/png;base64,{_png_b64(image_grid(images, value_range, ncol=4))}'>"
+                f"<img width='480' src='data:image/png;base64,{png_b64(image_grid(images, value_range, ncol=4))}'>"
             )
         parts.append("</div><h2>Intensity histograms</h2>")
         parts.append(f"<img src='data:image/png;base64,{_histogram_png(real, fake, value_range)}'>")

@@ -1,0 +1,131 @@
+"""``medgen memorization``: find generated samples that copy training images; train embedders; build indexes.
+
+Forms::
+
+    medgen memorization --train SRC --generated SRC --out DIR [--holdout SRC] [--embedder NAME|PATH] ...
+    medgen memorization train-embedder --train SRC [--train SRC ...] --out FILE [--steps N]
+    medgen memorization index --train SRC --out DIR [--holdout SRC] [--embedder NAME|PATH] [--quantile Q]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from medgen.errors import InputError
+
+EMBEDDER_HELP = "structural (default; shipped weights), pixel, inception, or a .safetensors file from train-embedder"
+
+
+def _quantile(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got '{text}'") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got '{text}'")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
+def _calibration_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--holdout", default=None, metavar="SRC",
+                   help="real images NOT in the training set, for the null distribution (default: hold out 20 %% "
+                        "of the training subjects)")  # fmt: skip
+    p.add_argument("--embedder", default="structural", metavar="NAME|PATH", help=EMBEDDER_HELP)
+    p.add_argument("--quantile", type=_quantile, default=0.99,
+                   help="flag above this quantile of the held-out null similarities (default: 0.99)")  # fmt: skip
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the ``memorization`` command and its ``train-embedder`` / ``index`` actions."""
+    p = sub.add_parser(
+        "memorization",
+        help="find generated samples that copy training images (report.json + report.html)",
+        description=(
+            "Embed training, generated and held-out real images (a structural embedding trained on SSIM targets, "
+            "by default), search each generated sample's nearest training images exactly, flag those above the "
+            "chosen quantile of the held-out null, confirm flagged ones in pixel space, and write DIR/report.json "
+            "and DIR/report.html. 3D volumes are embedded slice by slice. Actions: train-embedder, index."
+        ),
+    )
+    p.add_argument("--train", default=None, metavar="SRC", help="training images: folder, CSV/JSON datalist, demo:KIND")
+    p.add_argument("--generated", default=None, metavar="SRC", help="generated images: folder or manifest.jsonl")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder for report.json and report.html")
+    p.add_argument("--index", default=None, metavar="DIR", help="use a prebuilt index instead of --train")
+    p.add_argument("--top-k", type=_positive, default=5, help="training neighbours per sample (default: 5)")
+    _calibration_options(p)
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
+    p.set_defaults(func=run, action=None)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
+    t = actions.add_parser("train-embedder", help="train a structural embedder on your training set",
+                           description="Train the DeepSSIM-style structural embedder (CPU: minutes) and write "
+                                       "FILE.safetensors and FILE.json (spec with sha256).")  # fmt: skip
+    t.add_argument("--train", required=True, action="append", metavar="SRC", help="training images (repeatable)")
+    t.add_argument("--out", required=True, metavar="FILE", help="weights file to write (.safetensors)")
+    t.add_argument("--steps", type=_positive, default=800, help="optimiser steps (default: 800)")
+    t.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    t.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
+    i = actions.add_parser("index", help="build a reusable index (for medgen generate --memorization-index)",
+                           description="Embed the training set, calibrate the threshold and write the index "
+                                       "folder DIR.")  # fmt: skip
+    i.add_argument("--train", required=True, metavar="SRC", help="training images: folder, datalist, demo:KIND")
+    i.add_argument("--out", required=True, metavar="DIR", help="index folder to write")
+    _calibration_options(i)
+    i.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch on the action."""
+    if args.action == "train-embedder":
+        return _train_embedder(args)
+    if args.action == "index":
+        from medgen.memorization.index import build_index
+
+        index = build_index(args.train, args.out, args.embedder, args.holdout, args.quantile)
+        print(f"index: {args.out} (threshold {index.threshold:.4f}, {index.train.count} training images)",
+              file=sys.stderr)  # fmt: skip
+        return 0
+    return _detect(args)
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from medgen.memorization.detect import detect_memorization
+
+    if args.train is None and args.index is None:
+        raise InputError("--train", "required (training images), or give --index DIR")
+    for option in ("generated", "out"):
+        if getattr(args, option) is None:
+            raise InputError(f"--{option}", "required")
+    report = detect_memorization(
+        args.train, args.generated, args.out, args.holdout, args.embedder, args.quantile, args.top_k, args.index
+    )
+    print(
+        f"flagged {report['n_flagged']} of {report['n_generated']} (threshold {report['threshold']:.4f}); "
+        f"report: {args.out}/report.json\n        {args.out}/report.html",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _train_embedder(args: argparse.Namespace) -> int:
+    from medgen.memorization.sources import list_items
+    from medgen.memorization.train import TrainConfig, save_embedder, train_structural, training_images
+
+    paths = [item.path for source in args.train for item in list_items(source, "--train")]
+    config = TrainConfig(steps=args.steps, seed=args.seed)
+    images, groups = training_images(paths, config.size)
+    result = train_structural(images, config, groups)
+    data = f"{', '.join(args.train)} ({len(paths)} files, {images.shape[0]} 2D images)"
+    embedder = save_embedder(result, args.out, data, config)
+    print(f"embedder: {embedder.spec.path} (sha256 {embedder.spec.sha256})", file=sys.stderr)
+    return 0

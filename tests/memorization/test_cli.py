@@ -1,0 +1,75 @@
+import json
+
+import pytest
+
+from medgen.cli import main
+from tests.memorization.conftest import write_planted
+
+CONTRACT_KEYS = {"threshold", "calibration", "embedding", "n_flagged", "fraction_flagged", "samples"}
+SAMPLE_KEYS = {"file", "nearest_train", "similarity", "flagged", "confirmation"}
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_cli_writes_the_contract_report(planted_sets, spatial_dims, tmp_path, capsys):
+    folders = write_planted(planted_sets[spatial_dims], tmp_path / "data", n_train=10)
+    out = tmp_path / "report"
+    argv = ["memorization", "--train", str(folders["train"]), "--generated", str(folders["generated"]),
+            "--out", str(out), "--holdout", str(folders["holdout"]), "--top-k", "3"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert CONTRACT_KEYS <= set(report) and {"name", "sha256"} <= set(report["embedding"])
+    assert report["calibration"]["source"] == "holdout" and report["calibration"]["quantile"] == 0.99
+    assert {"fraction_train_matched", "mifid", "histograms", "published_thresholds"} <= set(report)
+    rows = report["samples"]
+    assert len(rows) == len(list(folders["generated"].iterdir())) and all(SAMPLE_KEYS <= set(r) for r in rows)
+    for row in rows:
+        is_copy = "copy_" in row["file"]
+        assert row["flagged"] == is_copy, row
+        if is_copy:
+            source = row["file"].split("_of_")[1][:4]
+            assert f"train_{source}" in row["nearest_train"]
+            assert row["confirmation"]["ncc"] > 0.5
+        else:
+            assert row["confirmation"] is None
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 1 + 2 * report["n_flagged"]
+    assert "flagged" in capsys.readouterr().err
+
+
+def test_index_and_train_embedder_actions(planted_2d, tmp_path):
+    folders = write_planted(planted_2d, tmp_path / "data", n_train=6)
+    weights = tmp_path / "mine.safetensors"
+    assert main(["memorization", "train-embedder", "--train", str(folders["train"]), "--out", str(weights),
+                 "--steps", "2"]) == 0  # fmt: skip
+    assert weights.is_file() and json.loads(weights.with_suffix(".json").read_text())["sha256"]
+    index_dir = tmp_path / "index"
+    assert main(["memorization", "index", "--train", str(folders["train"]), "--out", str(index_dir),
+                 "--embedder", str(weights), "--holdout", str(folders["holdout"])]) == 0  # fmt: skip
+    out = tmp_path / "report"
+    assert main(["memorization", "--index", str(index_dir), "--generated", str(folders["generated"]),
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        json.loads((out / "report.json").read_text())["embedding"]["sha256"]
+        == json.loads(weights.with_suffix(".json").read_text())["sha256"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--generated", "/nonexistent/gen"], "--generated: '/nonexistent/gen' does not exist"),
+        ([], "--generated: required"),
+        (["--generated", "G", "--quantile", "1.5"], "argument --quantile: expected a number in (0, 1)"),
+        (["--generated", "G", "--embedder", "nope"], "--embedder: unknown embedder 'nope'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(planted_2d, tmp_path, capsys, extra, needle):
+    folders = write_planted(planted_2d, tmp_path / "data", n_train=4)
+    extra = [str(folders["generated"]) if a == "G" else a for a in extra]
+    try:
+        code = main(["memorization", "--train", str(folders["train"]), "--out", str(tmp_path / "o"), *extra])
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and needle in err, err
