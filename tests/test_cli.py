@@ -109,8 +109,12 @@ def test_demo_runs(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     for name in ("mri_2d_slices.png", "ct_3d_volumes.png", "xray_2d.png", "mri_2d_samples.png", "mri_2d_real.png"):
         assert (out / name).stat().st_size > 1000
-    for stage in ("[4/8] training", "[5/8] medgen export", "[6/8] medgen generate", "[7/8] medgen evaluate"):
+    stages = ("[4/8] training", "[5/8] medgen export", "[6/8] medgen generate", "[7/8] medgen evaluate",
+              "[8/8] medgen memorization")  # fmt: skip
+    for stage in stages:
         assert stage in res.stdout
+    memorization = json.loads((out / "memorization" / "report.json").read_text())
+    assert len(memorization["samples"]) == 8 and (out / "memorization" / "report.html").is_file()
     assert len((out / "generated" / "manifest.jsonl").read_text().splitlines()) == 8
     assert json.loads((out / "model" / "model_card.json").read_text())["family"] == "diffusion"
     assert json.loads((out / "evaluation" / "report.json").read_text())["n_fake"] == 8

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps > 0:
         ckpt, more = train_stage(data.mri, out, args.steps)
         pictures += more + generate_stage(ckpt, out, args.num_samples)
-        reports.append(evaluate_stage(out))
+        reports += [evaluate_stage(out), memorization_stage(out)]
     print(f"\ndone in {time.time() - start:.0f} s.\n  pictures: " + ", ".join(str(p) for p in pictures))
     if reports:
         print("  HTML reports: " + ", ".join(str(p) for p in reports))
@@ -128,9 +128,11 @@ def train_stage(mri: Path, out: Path, steps: int) -> tuple[Path, list[Path]]:
     trainer.save_checkpoint(ckpt)
     train_set: Any = dm.train_set
     real = torch.stack([train_set[i]["image"] for i in range(len(train_set))])
-    real_dir = out / "real_slices"
+    real_dir = out / "real_slices"  # one folder per subject: memorization calibrates on held-out subjects
     for i, image in enumerate(real):
-        write_sample(image, real_dir / f"slice_{i:04d}.png", "png", np.eye(4), None)
+        volume, slice_index = train_set.index[i]
+        subject = train_set.records[volume].subject
+        write_sample(image, real_dir / subject / f"slice_{slice_index:04d}.png", "png", np.eye(4), None)
     reference = save_grid(real[torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:16]],
                           out / "mri_2d_real.png", ncol=8)  # fmt: skip
     print(f"  checkpoint -> {ckpt}\n  {len(real)} real training slices -> {real_dir} (picture: {reference})")
@@ -176,6 +178,22 @@ def evaluate_stage(out: Path) -> Path:
             base_value = base.get("value") if isinstance(base, dict) else base
             baseline = f"{base_value:.4g}" if isinstance(base_value, (int, float)) else "n/a"
             print(f"  {name}: {m['value']:.4g} (real-vs-real split-half baseline: {baseline})")
+    return report / "report.html"
+
+
+def memorization_stage(out: Path) -> Path:
+    """``medgen memorization`` of the generated set against the training slices."""
+    from medgen.cli import main
+
+    print("\n[8/8] medgen memorization: nearest training slice of every sample, threshold from held-out subjects")
+    report = out / "memorization"
+    _cli(main, ["memorization", "--train", str(out / "real_slices"), "--generated",
+                str(out / "generated" / "manifest.jsonl"), "--out", str(report)])  # fmt: skip
+    result = json.loads((report / "report.json").read_text())
+    print(f"  {result['n_flagged']} of {len(result['samples'])} samples flagged as copies "
+          f"(threshold {result['threshold']:.3f}, {result['calibration'].get('source')}). The demo trains on two "
+          "brains, so every plausible sample is a slice of one of them: expect many flags; with many patients "
+          "and --holdout the same report separates copies from new anatomy.")  # fmt: skip
     return report / "report.html"
 
 

@@ -61,6 +61,8 @@ def _from_manifest(manifest: Path) -> list[ImageItem]:
             raise InputError(f"{manifest} line {i}", f"invalid JSON ({exc.msg})") from None
         if "file" not in row:
             raise InputError(f"{manifest} line {i}", "row has no 'file' field")
+        if row["file"] is None and row.get("dropped"):  # a sample the generation gate dropped: no file
+            continue
         path = manifest.parent / row["file"]
         if not path.exists():
             raise InputError(f"{manifest} line {i}", f"file '{row['file']}' does not exist")
