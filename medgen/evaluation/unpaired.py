@@ -134,6 +134,8 @@ def _metric_values(metrics, real_f, fake_f, args, real_imgs, fake_imgs, per_plan
     return values, warnings
 
 
-def _examples(images: list[torch.Tensor]) -> torch.Tensor | None:
-    chosen = [im for im in images[:16] if im.shape == images[0].shape]
+def _examples(images: list[torch.Tensor], count: int = 16) -> torch.Tensor | None:
+    """Up to ``count`` images spread evenly over the set (the first files are often all one subject)."""
+    step = max(1, len(images) // count)
+    chosen = [im for im in images[::step][:count] if im.shape == images[0].shape]
     return torch.stack(chosen) if chosen else None
