@@ -50,7 +50,11 @@ def load_module(path: str | Path, use_ema: bool = True, map_location: str | torc
     Returns:
         The module in eval mode.
     """
-    ckpt = read_checkpoint(path, map_location)
+    return module_from_checkpoint(read_checkpoint(path, map_location), path, use_ema)
+
+
+def module_from_checkpoint(ckpt: dict[str, Any], path: str | Path, use_ema: bool = True) -> GenerativeModule:
+    """Rebuild the module of a checkpoint dict already read by :func:`read_checkpoint` (``path`` for errors)."""
     meta = ckpt["medgen"]
     module_path = str(meta["module"])
     if not module_path.startswith("medgen."):

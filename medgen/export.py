@@ -16,7 +16,7 @@ import yaml
 from safetensors.torch import save_file
 
 from medgen import __version__
-from medgen.checkpoints import load_module, read_checkpoint
+from medgen.checkpoints import module_from_checkpoint, read_checkpoint
 from medgen.data.io import atomic_write
 from medgen.evaluation.features import file_sha256
 
@@ -37,10 +37,8 @@ def model_config(module_path: str, meta: dict[str, Any], hparams: dict[str, Any]
     return {"model": {"class_path": module_path, "init_args": init_args}}
 
 
-def model_card(
-    name: str, meta: dict[str, Any], sha256: str, licence: str, source: str, metrics: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The card: identity, data, conditions, metrics, licence and the weights' sha256."""
+def card_fields(name: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint's ``medgen`` block says about the model: identity, data, conditions, sampling."""
     data = meta.get("data") or {}
     net_args = (meta.get("net") or {}).get("init_args", {})
     return {
@@ -58,6 +56,15 @@ def model_card(
         },
         "sampling": meta.get("sampling", {}),
         "training_data": {k: data.get(k) for k in ("data_dir", "n_train", "n_subjects") if k in data},
+    }
+
+
+def model_card(
+    name: str, meta: dict[str, Any], sha256: str, licence: str, source: str, metrics: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The card: :func:`card_fields` plus metrics, licence, the weights' sha256 and versions."""
+    return {
+        **card_fields(name, meta),
         "metrics": metrics or {},
         "licence": licence,
         "sha256": sha256,
@@ -89,7 +96,7 @@ def export_checkpoint(
         The output folder.
     """
     ckpt = read_checkpoint(checkpoint)
-    module = load_module(checkpoint, use_ema=use_ema)
+    module = module_from_checkpoint(ckpt, checkpoint, use_ema)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}

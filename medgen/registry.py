@@ -8,23 +8,22 @@ against the card first, and reads them with safetensors, which cannot run code.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from medgen.checkpoints import load_module, read_checkpoint
+from medgen.checkpoints import module_from_checkpoint, read_checkpoint
 from medgen.config import instantiate
 from medgen.errors import InputError
 from medgen.evaluation.features import file_sha256
-from medgen.export import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
+from medgen.export import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, card_fields
 from medgen.lit.base import GenerativeModule
 
 
@@ -137,47 +136,43 @@ def load_exported(folder: str | Path) -> GenerativeModule:
         config = yaml.safe_load((source.path / CONFIG_FILE).read_text())["model"]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
         raise InputError(source.path / CONFIG_FILE, f"unreadable model config ({exc})") from None
-    args = dict(config.get("init_args", {}))
-    for key in ("net", "objective"):
-        if isinstance(args.get(key), dict):
-            args[key] = instantiate(args[key])
-    module = _build(str(config["class_path"]), args)
+    try:
+        module: GenerativeModule = instantiate(config)  # builds the nested net and objective too
+    except ValueError as exc:  # a class outside medgen
+        raise InputError(source.path / CONFIG_FILE, str(exc)) from None
     module.load_state_dict(state)
     return module.eval()
 
 
-def _build(class_path: str, args: dict[str, Any]) -> GenerativeModule:
-    if not class_path.startswith("medgen."):
-        raise InputError(CONFIG_FILE, f"model class outside medgen ('{class_path}')")
-    module_name, _, class_name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**args)
+class LoadedModel(NamedTuple):
+    """A model ready to sample, with where it came from.
+
+    Attributes:
+        module: The module in eval mode.
+        source: Where it was loaded from.
+        card: Its model card (for a ``.ckpt``: the card fields of its metadata, see :func:`model_info`).
+        sha256: sha256 of the weights file (verified against the card for exports).
+    """
+
+    module: GenerativeModule
+    source: ModelSource
+    card: dict[str, Any]
+    sha256: str
 
 
-def load_model(ref: str | Path, use_ema: bool = True) -> tuple[GenerativeModule, ModelSource]:
-    """Load a model to sample from, from any :func:`resolve`-able reference."""
+def load_model(ref: str | Path, use_ema: bool = True) -> LoadedModel:
+    """Load a model to sample from, from any :func:`resolve`-able reference (each file is read once)."""
     source = resolve(ref)
     if source.kind == "checkpoint":
-        return load_module(source.path, use_ema=use_ema), source
-    return load_exported(source.path), source
+        ckpt = read_checkpoint(source.path)
+        module = module_from_checkpoint(ckpt, source.path, use_ema)
+        return LoadedModel(module, source, card_fields(source.name, ckpt["medgen"]), file_sha256(source.path))
+    module = load_exported(source.path)
+    return LoadedModel(module, source, read_card(source.path), verify(source))
 
 
 def model_info(source: ModelSource) -> dict[str, Any]:
-    """The card of an export, or the card-like metadata of a ``.ckpt``."""
+    """The card of an export, or the card fields of a ``.ckpt``'s metadata."""
     if source.kind == "export":
         return read_card(source.path)
-    meta = read_checkpoint(source.path)["medgen"]
-    data = meta.get("data") or {}
-    return {
-        "name": source.name,
-        "family": meta.get("family"),
-        "modality": data.get("modality"),
-        "spatial_dims": meta.get("spatial_dims"),
-        "image_size": meta.get("image_size"),
-        "spacing": data.get("spacing"),
-        "intensity": data.get("intensity"),
-        "conditions": {"values": (meta.get("net") or {}).get("init_args", {}).get("conditions", []),
-                       "vocab": data.get("vocab", {})},
-        "sampling": meta.get("sampling", {}),
-        "training_data": {k: data.get(k) for k in ("data_dir", "n_train", "n_subjects") if k in data},
-    }  # fmt: skip
+    return card_fields(source.name, read_checkpoint(source.path)["medgen"])

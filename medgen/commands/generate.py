@@ -103,11 +103,9 @@ def run(args: argparse.Namespace) -> int:
     from medgen.generation.conditions import make_plan, parse_pairs, read_sweep
     from medgen.generation.run import GenerationOptions, generate
     from medgen.generation.writers import OutputFormat
-    from medgen.registry import load_model, model_info, verify
+    from medgen.registry import load_model
 
-    model, source = load_model(args.checkpoint, use_ema=not args.raw_weights)
-    card = model_info(source)
-    digest = verify(source)
+    model, _, card, digest = load_model(args.checkpoint, use_ema=not args.raw_weights)
     rows = read_sweep(args.conditions_csv) if args.conditions_csv else []
     given = parse_pairs(args.condition)
     rows = [{**r, **given} for r in rows] if rows else ([given] if given else [])

@@ -121,6 +121,7 @@ class MedicalImageDataModule(L.LightningDataModule):
         self.val_set: Dataset | None = None
         self._sampler: ResumableRandomSampler | None = None
         self._resume: tuple[int, int] | None = None
+        self._first_grid: tuple[str, list[float] | None] | None = None
 
     @property
     def image_size(self) -> tuple[int, ...]:
@@ -192,15 +193,8 @@ class MedicalImageDataModule(L.LightningDataModule):
             map to the model's [-1, 1]: ``{"kind": "window", "low", "high"}`` for CT, invertible to HU; else
             ``{"kind": "percentile"|"zscore"}``, not invertible), ``n_train``, ``n_subjects`` and ``vocab``.
         """
-        modality, spacing = self.config.modality, None
         records = [] if self.datalist is None else self.datalist.records
-        if records:
-            try:
-                first = load_image(records[0].image)
-                modality = str(first.meta.get("modality", modality)) if modality == "auto" else modality
-                spacing = self._grid_spacing(first.meta.get(META_SPACING), tuple(first.shape[1:]))
-            except ImageReadError as exc:
-                log.warning("cannot describe the training grid from %s", exc)
+        modality, spacing = self._grid_of_first_image()
         return {
             "data_dir": str(self.data_dir),
             "modality": modality,
@@ -212,6 +206,19 @@ class MedicalImageDataModule(L.LightningDataModule):
             "n_subjects": len({r.subject for r in records}),
             "vocab": self.condition_vocab,
         }
+
+    def _grid_of_first_image(self) -> tuple[str, list[float] | None]:
+        """(modality, grid spacing) from the first training image, read once per setup (checkpoints ask often)."""
+        if self._first_grid is None and self.datalist is not None and self.datalist.records:
+            modality, spacing = self.config.modality, None
+            try:
+                first = load_image(self.datalist.records[0].image)
+                modality = str(first.meta.get("modality", modality)) if modality == "auto" else modality
+                spacing = self._grid_spacing(first.meta.get(META_SPACING), tuple(first.shape[1:]))
+            except ImageReadError as exc:
+                log.warning("cannot describe the training grid from %s", exc)
+            self._first_grid = (modality, spacing)
+        return self._first_grid or (self.config.modality, None)
 
     def _grid_spacing(self, source: Sequence[float] | None, shape: tuple[int, ...]) -> list[float] | None:
         """Spacing of the model's grid: the source (or target) spacing times the resize factor."""

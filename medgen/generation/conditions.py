@@ -9,6 +9,7 @@ conditioning-image channels or its ControlNet; they are read, oriented and resiz
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,8 +128,13 @@ def make_plan(net: Any, vocab: dict[str, list[str]], rows: list[dict[str, str]])
     return ConditionPlan(rows, names, vocab, image_field)
 
 
+@functools.lru_cache(maxsize=64)
 def load_condition_image(path: str, size: tuple[int, ...], is_mask: bool) -> torch.Tensor:
-    """A conditioning image on the sample grid: ``(1, *size)``; masks nearest-resized, images preset-normalised."""
+    """A conditioning image on the sample grid: ``(1, *size)``; masks nearest-resized, images preset-normalised.
+
+    Cached: one ``--condition mask=PATH`` serves every sample, every retry and the paired mask output. Callers
+    must not modify the returned tensor.
+    """
     from medgen.data.io import load_image
     from medgen.data.presets import ModalityIntensity
 

@@ -72,8 +72,7 @@ def write_sample(
     if fmt == "png":
         if data.ndim != 3 or data.shape[0] != 1:
             raise InputError("--format", f"png takes single-channel 2D samples, got shape {tuple(data.shape)}")
-        levels = np.rint((data[0].clamp(-1, 1).numpy() + 1.0) * 127.5).astype(np.uint8)
-        return atomic_write(path, lambda tmp: Image.fromarray(np.ascontiguousarray(levels.T)).save(tmp, format="PNG"))
+        return _write_png(np.rint((data[0].clamp(-1, 1).numpy() + 1.0) * 127.5).astype(np.uint8), path)
     values = to_output_units(data, intensity)[0].numpy()
     if fmt == "npy":
         return atomic_write(path, lambda tmp: np.save(tmp, values))
@@ -84,8 +83,12 @@ def write_mask(mask: torch.Tensor, path: Path, fmt: OutputFormat, affine: np.nda
     """Write a ``(1, *spatial)`` label map atomically as integers (PNG: the labels as 8-bit levels)."""
     labels = mask.detach().cpu().round().to(torch.int16)
     if fmt == "png":
-        levels = labels[0].numpy().clip(0, 255).astype(np.uint8)
-        return atomic_write(path, lambda tmp: Image.fromarray(np.ascontiguousarray(levels.T)).save(tmp, format="PNG"))
+        return _write_png(labels[0].numpy().clip(0, 255).astype(np.uint8), path)
     if fmt == "npy":
         return atomic_write(path, lambda tmp: np.save(tmp, labels.numpy()))
     return write_image(labels.numpy(), path, affine=affine)
+
+
+def _write_png(levels: np.ndarray, path: Path) -> Path:
+    """An 8-bit ``(X, Y)`` array as PNG, transposed so :func:`medgen.data.io.load_image` reads back ``levels``."""
+    return atomic_write(path, lambda tmp: Image.fromarray(np.ascontiguousarray(levels.T)).save(tmp, format="PNG"))
