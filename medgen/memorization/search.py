@@ -2,7 +2,7 @@
 
 Embeddings are unit vectors, so cosine similarity is a dot product. :func:`topk_cosine` walks over the
 database in chunks (a tensor, or any iterable of ``(C, d)`` chunks, e.g. read from disk), multiplies each
-query block by the chunk (``torch.matmul``), keeps the chunk's top-k and merges it into the running top-k:
+query block by the chunk (one fp32 GEMM), keeps the block's top-k and merges it into the running top-k:
 memory is ``O(query_block × chunk_size)`` whatever the database size. ``backend="faiss"`` uses faiss'
 ``IndexFlatIP`` (exact inner product) when faiss is importable. Volumes (several slice vectors per item) are
 searched with :func:`grouped_topk_cosine`: item similarity = mean over the query's slices of the best match
@@ -12,10 +12,12 @@ among the database item's slices.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -49,10 +51,85 @@ def _chunks(database: Tensor | Iterable[Tensor], chunk_size: int) -> Iterable[Te
     return database
 
 
-def _merge(vals: Tensor, idx: Tensor, new_vals: Tensor, new_idx: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    all_vals, all_idx = torch.cat([vals, new_vals], dim=1), torch.cat([idx, new_idx], dim=1)
-    top = all_vals.topk(min(k, all_vals.shape[1]), dim=1)
-    return top.values, all_idx.gather(1, top.indices)
+@contextmanager
+def _single_torch_thread(active: bool) -> Iterator[None]:
+    """Run torch on one thread while numpy's BLAS runs the products.
+
+    torch's OpenMP threads spin-wait after each op and would fight OpenBLAS' threads for the same cores
+    (measured: 25 % slower on 2 cores); the selection that torch does here is a small part of the work.
+    """
+    if not active:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _product(q: Tensor, chunk: Tensor, out: Tensor) -> Tensor:
+    """``q @ chunk.T`` into ``out``: numpy's BLAS on CPU, torch elsewhere.
+
+    On CPU the numpy wheel's OpenBLAS sgemm (the BLAS faiss-cpu links too) was 8-10 % faster than torch's MKL
+    build on the AMD cores we measured, and the product is ~95 % of an exact search's time
+    (``benchmarks/memorization_search.py``). Both are fp32 GEMMs: results agree to rounding.
+    """
+    if q.device.type == "cpu" and out.is_contiguous():
+        np.matmul(q.numpy(), chunk.numpy().T, out=out.numpy())
+        return out
+    return torch.mm(q, chunk.T, out=out) if out.is_contiguous() else q @ chunk.T
+
+
+GROUP = 256
+"""Columns per group in :func:`_select`'s scan."""
+
+
+def _select(sims: Tensor, k: int, offset: int, vals: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Merge a ``(B, C)`` similarity block into the running ``(B, k')`` top-k, exactly.
+
+    ``torch.topk`` over every column would cost a fifth of the product. Once every row holds ``k``
+    neighbours, only values above the row's current k-th can enter, and they are few (about
+    ``k · C / columns_seen`` per row): one ``amax`` pass finds the rows with any, their values above the k-th
+    are listed (by groups of :data:`GROUP` columns whose maxima pass, so only those groups are re-read), and
+    each such row's old and new entries are sorted together (by row, then value) and cut at
+    ``k``. Ties with the k-th are left out, which gives an equally valid top-k.
+    """
+    if vals.shape[1] < k:  # the first block(s): fewer than k neighbours so far
+        top = sims.topk(min(k, sims.shape[1]), dim=1)
+        all_vals = torch.cat([vals, top.values], dim=1)
+        all_idx = torch.cat([idx, top.indices + offset], dim=1)
+        best = all_vals.topk(min(k, all_vals.shape[1]), dim=1)
+        return best.values, all_idx.gather(1, best.indices)
+    kth = vals[:, -1]
+    n_rows, n_cols = sims.shape
+    group = GROUP if n_cols % GROUP == 0 else n_cols
+    maxima = sims.view(n_rows, n_cols // group, group).amax(dim=2)  # the one full pass over the block
+    group_rows, group_ids = (maxima > kth.unsqueeze(1)).nonzero(as_tuple=True)
+    if group_rows.numel() == 0:
+        return vals, idx
+    hot, rows = torch.unique_consecutive(group_rows, return_inverse=True)  # nonzero lists rows in order
+    flat = group_rows * (n_cols // group) + group_ids
+    members = sims.view(-1, group).index_select(0, flat)  # (hot groups, group)
+    pair, within = (members > kth[group_rows].unsqueeze(1)).nonzero(as_tuple=True)
+    new_vals = members[pair, within]
+    cols = group_ids[pair] * group + within
+    rows = rows[pair]
+    old_rows = torch.arange(hot.numel(), device=sims.device).repeat_interleave(k)
+    row = torch.cat([old_rows, rows])
+    value = torch.cat([vals[hot].reshape(-1), new_vals])
+    column = torch.cat([idx[hot].reshape(-1), cols + offset])
+    order = value.argsort(descending=True, stable=True)
+    order = order[row[order].argsort(stable=True)]  # by row, best first within a row
+    row, value, column = row[order], value[order], column[order]
+    starts = torch.searchsorted(row, torch.arange(hot.numel(), device=sims.device))
+    rank = torch.arange(row.numel(), device=sims.device) - starts[row]
+    keep = rank < k
+    vals, idx = vals.clone(), idx.clone()
+    vals[hot] = value[keep].view(-1, k)
+    idx[hot] = column[keep].view(-1, k)
+    return vals, idx
 
 
 def topk_cosine(
@@ -60,7 +137,7 @@ def topk_cosine(
     database: Tensor | Iterable[Tensor],
     k: int = 5,
     chunk_size: int = 2048,
-    query_block: int = 2048,
+    query_block: int = 4096,
     backend: Backend = "torch",
 ) -> SearchResult:
     """Exact top-k inner products of unit vectors, streaming over ``database``.
@@ -69,11 +146,13 @@ def topk_cosine(
         queries: ``(Q, d)`` unit vectors.
         database: ``(N, d)`` unit vectors, or an iterable of ``(C_i, d)`` chunks (streamed once).
         k: Neighbours per query (fewer when the database is smaller).
-        chunk_size: Database rows per matmul (when ``database`` is a tensor).
-        query_block: Queries per matmul; peak extra memory ≈ ``4 · query_block · chunk_size`` bytes. The
-            2048 x 2048 default keeps each product block (16 MiB) near the cache: 2-4x larger blocks were
-            10-25 % slower on 2 CPU cores (``benchmarks/memorization_search.py``).
-        backend: ``"torch"``, ``"faiss"`` (``IndexFlatIP``; needs a tensor database) or ``"auto"``.
+        chunk_size: Database rows per product (when ``database`` is a tensor).
+        query_block: Most queries per product (the queries are cut into equal blocks); peak extra memory
+            ≈ ``4 · query_block · chunk_size`` bytes (32 MiB by default). 4096 x 2048 blocks were 0.96x faiss'
+            time on 2 CPU cores, 8192 x 1024 0.99x, 2048 x 2048 about 1.0x
+            (``benchmarks/memorization_search.py``, medians of 3).
+        backend: ``"torch"`` (products by numpy's BLAS on CPU, torch on GPU; selection in torch), ``"faiss"``
+            (``IndexFlatIP``; needs a tensor database) or ``"auto"``.
 
     Returns:
         :class:`SearchResult` with ``(Q, k)`` similarities and database row indices.
@@ -82,25 +161,31 @@ def topk_cosine(
         raise InputError("--top-k", f"expected at least 1, got {k}")
     if backend == "faiss" or (backend == "auto" and faiss_available() and isinstance(database, Tensor)):
         return _faiss_topk(queries, database, k)
-    q = queries.float()
-    vals = torch.full((q.shape[0], 0), float("-inf"))
-    idx = torch.zeros((q.shape[0], 0), dtype=torch.long)
+    q = queries.float().contiguous()
+    n_q, on_cpu = q.shape[0], q.device.type == "cpu"
+    query_block = -(-n_q // max(1, -(-n_q // query_block)))  # equal blocks: no thin last product
+    starts = range(0, n_q, query_block)
+    vals = [torch.full((min(query_block, n_q - s), 0), float("-inf"), device=q.device) for s in starts]
+    idx = [torch.zeros((v.shape[0], 0), dtype=torch.long, device=q.device) for v in vals]
+    buffer = torch.empty(0, device=q.device)
     offset = 0
-    for chunk in _chunks(database, chunk_size):
-        chunk = chunk.float()
-        if chunk.shape[1] != q.shape[1]:
-            raise InputError("database", f"embedding dimension {chunk.shape[1]} differs from the queries' {q.shape[1]}")
-        kk = min(k, chunk.shape[0])
-        block_vals, block_idx = [], []
-        for start in range(0, q.shape[0], query_block):
-            top = (q[start : start + query_block] @ chunk.T).topk(kk, dim=1)
-            block_vals.append(top.values)
-            block_idx.append(top.indices + offset)
-        vals, idx = _merge(vals, idx, torch.cat(block_vals), torch.cat(block_idx), k)
-        offset += chunk.shape[0]
+    with _single_torch_thread(on_cpu):
+        for chunk in _chunks(database, chunk_size):
+            chunk = chunk.to(q.device, torch.float32).contiguous()
+            if chunk.shape[1] != q.shape[1]:
+                raise InputError(
+                    "database", f"embedding dimension {chunk.shape[1]} differs from the queries' {q.shape[1]}"
+                )
+            for block, start in enumerate(starts):
+                rows = q[start : start + query_block]
+                if buffer.numel() < rows.shape[0] * chunk.shape[0]:
+                    buffer = torch.empty(rows.shape[0] * chunk.shape[0], device=q.device)
+                sims = _product(rows, chunk, buffer[: rows.shape[0] * chunk.shape[0]].view(rows.shape[0], -1))
+                vals[block], idx[block] = _select(sims, k, offset, vals[block], idx[block])
+            offset += chunk.shape[0]
     if offset == 0:
         raise InputError("database", "no training embeddings to search")
-    return SearchResult(vals, idx)
+    return SearchResult(torch.cat(vals), torch.cat(idx))
 
 
 def _faiss_topk(queries: Tensor, database: Tensor | Iterable[Tensor], k: int) -> SearchResult:
