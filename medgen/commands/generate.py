@@ -26,9 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "Draw N samples from a trained model into DIR, one file per sample (sample_000000.png, ...), each "
             "recorded in DIR/manifest.jsonl with its sha256, seed and conditions once the file is complete. "
             "Sample i is seeded from (--seed, i): rerunning the same command continues an interrupted run and "
-            "never duplicates a sample, and on the CPU the files do not depend on --batch-size. Multi-process: "
-            "run one process per GPU (torchrun/srun); each takes indices rank, rank+world, ... (RANK/WORLD_SIZE "
-            "or SLURM_PROCID/SLURM_NTASKS) and the manifests are merged when all are done."
+            "never duplicates a sample, and on the CPU the files do not depend on --batch-size. Several GPUs: "
+            "--devices N runs Lightning's Trainer.predict with DDP (one process per device; under torchrun or "
+            "srun Lightning joins the processes they started); or start single-device processes yourself "
+            "(torchrun/srun, RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS). Process r takes indices r, r+world, "
+            "... and the shard manifests are merged into manifest.jsonl when all are done."
         ),
     )
     p.add_argument(
@@ -82,7 +84,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="memorization index (medgen memorization index): redraw samples that copy training images",
     )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda:LOCAL_RANK if available)")
+    p.add_argument(
+        "--device", default=None, help="one process: cpu, cuda, cuda:1, ... (default: cuda:LOCAL_RANK if available)"
+    )
+    p.add_argument(
+        "--devices",
+        type=_positive,
+        default=1,
+        help="devices per node for Lightning Trainer.predict with DDP, one process each (default: 1 = no Lightning)",
+    )
+    p.add_argument("--num-nodes", type=_positive, default=1, help="nodes for --devices (default: 1)")
+    p.add_argument(
+        "--accelerator", default="auto", choices=("auto", "cpu", "gpu", "cuda"), help="with --devices (default: auto)"
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
     p.set_defaults(func=run)  # fmt: skip
 
@@ -129,7 +143,15 @@ def run(args: argparse.Namespace) -> int:
         from medgen.generation.gate import MemorizationGate
 
         gate = MemorizationGate.load(args.memorization_index)
-    summary = generate(model, opts, plan, card, device, gate=gate)
+    if args.devices * args.num_nodes > 1:
+        from medgen.generation.predict import generate_with_trainer
+
+        summary, rank = generate_with_trainer(
+            model, opts, plan, card, args.accelerator, args.devices, args.num_nodes, gate=gate
+        )
+        world = args.devices * args.num_nodes
+    else:
+        summary = generate(model, opts, plan, card, device, gate=gate)
     state = "complete" if summary.merged else f"shard {rank}/{world} done"
     print(
         f"generated {summary.written} samples ({summary.skipped} already there, {summary.flagged} flagged by "

@@ -157,6 +157,95 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+Drawn = tuple[int, torch.Tensor, int, list[str], GateResult | None]
+"""One drawn sample: (index, sample ``(C, *spatial)``, attempts, quality issues, memorization verdict)."""
+
+
+class ShardRun:
+    """One process's share of a generation run: the indices left to draw, and the recording of drawn samples.
+
+    Opening it cleans up after an interrupted run (temporary files, torn manifest lines) and records the run
+    (``generation.json``, rank 0); :meth:`record` writes each sample atomically and then appends its manifest
+    row; :meth:`finish` merges the shard manifests once every index is done. The plain loop
+    (:func:`generate`) and Lightning's ``Trainer.predict`` (:mod:`medgen.generation.predict`) both drive it.
+
+    Args:
+        model: The trained module (its image size and sampling defaults are read).
+        opts: The run; ``opts.rank``/``opts.world_size`` choose the shard.
+        plan: Conditions per sample index.
+        card: Model card (``intensity`` and ``spacing`` of the training data are used).
+        device: Where samples are drawn (recorded).
+    """
+
+    def __init__(
+        self, model: GenerativeModule, opts: GenerationOptions, plan: ConditionPlan, card: dict[str, Any],
+        device: torch.device,
+    ) -> None:  # fmt: skip
+        self.opts, self.plan, self.card, self.device = opts, plan, card, device
+        self.out = Path(opts.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        _check_run(self.out, opts)
+        done = manifest.prepare(self.out, opts.rank, opts.world_size)
+        mine = range(opts.rank, opts.num_samples, opts.world_size)
+        self.todo = [i for i in mine if i not in done]
+        self.summary = GenerationSummary(skipped=len(mine) - len(self.todo))
+        if opts.rank == 0:
+            _write_run_record(self.out, opts, device, {"started": _now()})
+        self.size = tuple(model.image_size or ())
+        ref = opts.reference
+        self.affine = reference_affine(ref, self.size) if ref else grid_affine(card.get("spacing"), len(self.size))
+        norms = torch.linalg.norm(torch.as_tensor(self.affine[:3, : len(self.size)]), dim=0)
+        self.spacing = [round(float(v), 6) for v in norms]
+        self.sampling = resolved_sampling(model, opts)
+        self.writer = manifest.ManifestWriter(self.out / manifest.part_name(opts.rank, opts.world_size))
+        self.bar = progress(range(len(self.todo)), desc="generating", total=len(self.todo))
+
+    def batches(self) -> list[list[int]]:
+        """The indices left to draw, in batches of ``opts.batch_size``."""
+        size = self.opts.batch_size
+        return [self.todo[i : i + size] for i in range(0, len(self.todo), size)]
+
+    def record(self, drawn: list[Drawn], gate: MemorizationGate | None) -> None:
+        """Write the drawn samples (and masks) and append their manifest rows; copies are recorded as dropped."""
+        opts, out = self.opts, self.out
+        sampler, steps, guidance = self.sampling
+        for index, sample, attempts, issues, verdict in drawn:
+            row: dict[str, Any] = {"index": index}
+            if verdict is not None and verdict.flagged:  # still a copy after every retry: not written
+                record = {**verdict.as_dict(), "index": gate.path if gate else None}
+                row.update(file=None, sha256=None, dropped="memorization", memorization=record)
+                self.writer.append(row)
+                self.summary.dropped += 1
+                next(self.bar, None)
+                continue
+            path = out / f"sample_{index:06d}.{EXTENSIONS[opts.fmt]}"
+            write_sample(torch.nan_to_num(sample), path, opts.fmt, self.affine, self.card.get("intensity"))
+            row.update(_sample_row(path, index, sample, attempts, issues, opts, self.plan, self.card, self.spacing))
+            row.update(sampler=sampler, steps=steps, guidance=guidance)
+            if verdict is not None:
+                row["memorization"] = {**verdict.as_dict(), "index": gate.path if gate else None}
+            mask = self.plan.row(index).get("mask")
+            if mask:  # paired output: the conditioning mask on the sample's grid and geometry
+                mask_path = out / f"sample_{index:06d}_mask.{EXTENSIONS[opts.fmt]}"
+                write_mask(load_condition_image(mask, self.size, is_mask=True), mask_path, opts.fmt, self.affine)
+                row.update(mask_file=mask_path.name, mask_sha256=file_sha256(mask_path))
+            self.writer.append(row)
+            self.summary.written += 1
+            self.summary.flagged += bool(issues)
+            next(self.bar, None)
+
+    def close(self) -> None:
+        """Close this shard's manifest part."""
+        self.writer.close()
+
+    def finish(self, merge: bool = True) -> GenerationSummary:
+        """Merge the shard manifests if every index is done (``merge``), record the run's end; the summary."""
+        self.summary.merged = merge and manifest.merge_parts(self.out, self.opts.num_samples)
+        if self.opts.rank == 0 or self.summary.merged:
+            _write_run_record(self.out, self.opts, self.device, {"finished": _now(), "complete": self.summary.merged})
+        return self.summary
+
+
 def generate(
     model: GenerativeModule,
     opts: GenerationOptions,
@@ -166,7 +255,7 @@ def generate(
     qc: QualityControl | None = None,
     gate: MemorizationGate | None = None,
 ) -> GenerationSummary:
-    """Generate this shard's missing samples into ``opts.out_dir`` and record them.
+    """Generate this shard's missing samples into ``opts.out_dir`` and record them, in this process.
 
     Args:
         model: A trained module with ``sample(n, cond, generator, ...)``.
@@ -181,57 +270,16 @@ def generate(
         The run's :class:`GenerationSummary`.
     """
     qc = qc or QualityControl()
-    out = Path(opts.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_run(out, opts)
-    done = manifest.prepare(out, opts.rank, opts.world_size)
-    mine = [i for i in range(opts.rank, opts.num_samples, opts.world_size)]
-    todo = [i for i in mine if i not in done]
-    summary = GenerationSummary(skipped=len(mine) - len(todo))
-    if opts.rank == 0:
-        _write_run_record(out, opts, device, {"started": _now()})
-    size = tuple(model.image_size or ())
-    affine = reference_affine(opts.reference, size) if opts.reference else grid_affine(card.get("spacing"), len(size))
-    spacing = [round(float(v), 6) for v in torch.linalg.norm(torch.as_tensor(affine[:3, : len(size)]), dim=0)]
-    sampler, steps, guidance = resolved_sampling(model, opts)
+    shard = ShardRun(model, opts, plan, card, device)
     model = model.to(device)
     if device.type == "cpu":  # on CUDA, cuDNN picks algorithms by batch size anyway: keep the fast GEMMs
         make_batch_invariant(model.net)
-    writer = manifest.ManifestWriter(out / manifest.part_name(opts.rank, opts.world_size))
-    batches = [todo[i : i + opts.batch_size] for i in range(0, len(todo), opts.batch_size)]
-    bar = progress(range(len(todo)), desc="generating", total=len(todo))
     try:
-        for batch in batches:
-            for index, sample, attempts, issues, verdict in _draw(model, opts, plan, batch, qc, device, gate):
-                row: dict[str, Any] = {"index": index}
-                if verdict is not None and verdict.flagged:  # still a copy after every retry: not written
-                    record = {**verdict.as_dict(), "index": gate.path if gate else None}
-                    row.update(file=None, sha256=None, dropped="memorization", memorization=record)
-                    writer.append(row)
-                    summary.dropped += 1
-                    next(bar, None)
-                    continue
-                path = out / f"sample_{index:06d}.{EXTENSIONS[opts.fmt]}"
-                write_sample(torch.nan_to_num(sample), path, opts.fmt, affine, card.get("intensity"))
-                row.update(_sample_row(path, index, sample, attempts, issues, opts, plan, card, spacing))
-                row.update(sampler=sampler, steps=steps, guidance=guidance)
-                if verdict is not None:
-                    row["memorization"] = {**verdict.as_dict(), "index": gate.path if gate else None}
-                mask = plan.row(index).get("mask")
-                if mask:  # paired output: the conditioning mask on the sample's grid and geometry
-                    mask_path = out / f"sample_{index:06d}_mask.{EXTENSIONS[opts.fmt]}"
-                    write_mask(load_condition_image(mask, size, is_mask=True), mask_path, opts.fmt, affine)
-                    row.update(mask_file=mask_path.name, mask_sha256=file_sha256(mask_path))
-                writer.append(row)
-                summary.written += 1
-                summary.flagged += bool(issues)
-                next(bar, None)
+        for batch in shard.batches():
+            shard.record(draw(model, opts, plan, batch, qc, device, gate), gate)
     finally:
-        writer.close()
-    summary.merged = manifest.merge_parts(out, opts.num_samples)
-    if opts.rank == 0 or summary.merged:
-        _write_run_record(out, opts, device, {"finished": _now(), "complete": summary.merged})
-    return summary
+        shard.close()
+    return shard.finish()
 
 
 def _sample_row(
@@ -263,7 +311,7 @@ def _sample_row(
     }
 
 
-def _draw(
+def draw(
     model: GenerativeModule,
     opts: GenerationOptions,
     plan: ConditionPlan,
@@ -271,7 +319,7 @@ def _draw(
     qc: QualityControl,
     device: torch.device,
     gate: MemorizationGate | None,
-) -> list[tuple[int, torch.Tensor, int, list[str], GateResult | None]]:
+) -> list[Drawn]:
     """Samples of ``indices``, redrawing failed ones (QC or copies) with the next attempt's seed; in index order."""
     size = tuple(model.image_size or ())
     results: dict[int, tuple[torch.Tensor, int, list[str], GateResult | None]] = {}

@@ -239,3 +239,30 @@ def test_shards_merge_into_one_manifest(
     assert _hashes(sharded) == _hashes(single)
     assert [r["index"] for r in _rows(sharded)] == list(range(5))
     assert not list(sharded.glob("manifest.part-*"))
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_lightning_predict_with_ddp_matches_one_process(
+    tmp_path: Path, make_checkpoint: CheckpointFactory, spatial_dims: int
+) -> None:
+    """``--devices 2``: Trainer.predict with DDP (two CPU processes, gloo) writes one process's files and one
+    merged manifest, and records the two processes."""
+    ckpt = make_checkpoint(spatial_dims)
+    args = ["generate", "--checkpoint", str(ckpt), "--num-samples", "5", "--format", "npy", "--batch-size", "2"]
+    single = tmp_path / "single"
+    assert main([*args, "--out", str(single)]) == 0
+    ddp = tmp_path / "ddp"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    done = subprocess.run(
+        [sys.executable, "-m", "medgen", *args, "--out", str(ddp), "--devices", "2", "--accelerator", "cpu"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "shard 1/2 done" in done.stderr and "[complete]" in done.stderr
+    assert _hashes(ddp) == _hashes(single)
+    rows = _rows(ddp)
+    assert [r["index"] for r in rows] == list(range(5))
+    assert all(hashlib.sha256((ddp / r["file"]).read_bytes()).hexdigest() == r["sha256"] for r in rows)
+    assert not list(ddp.glob("manifest.part-*"))
+    record = json.loads((ddp / "generation.json").read_text())
+    assert record["options"]["world_size"] == 2 and record["complete"] is True

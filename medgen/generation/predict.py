@@ -1,0 +1,163 @@
+"""Generation under Lightning's ``Trainer.predict``: one process per device (DDP), each drawing its shard.
+
+``medgen generate --devices N`` runs here. Lightning launches the processes (a fresh ``medgen generate`` per
+extra local device, or the ones torchrun/SLURM started), places the model on each process's device and
+provides the barrier; medgen keeps the sharding (indices ``rank, rank + world_size, …``, so files do not
+depend on the number of processes), the seeding, and the writing: :class:`ManifestPredictionWriter` is a
+``BasePredictionWriter`` that records each batch with :class:`~medgen.generation.run.ShardRun` and, once
+every process is done, merges the shard manifests on rank 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader
+
+from medgen.generation.conditions import ConditionPlan
+from medgen.generation.gate import MemorizationGate
+from medgen.generation.qc import QualityControl
+from medgen.generation.run import Drawn, GenerationOptions, GenerationSummary, ShardRun, draw
+from medgen.lit.base import GenerativeModule
+from medgen.nets.invariance import make_batch_invariant
+
+
+class GenerationTask(pl.LightningModule):
+    """A trained module wrapped for ``Trainer.predict``: batches of sample indices in, drawn samples out.
+
+    Args:
+        model: The trained generative module.
+        opts: The run (``rank``/``world_size`` are taken from the trainer).
+        plan: Conditions per sample index.
+        card: Model card.
+        qc: Quality-control thresholds.
+        gate: Optional memorization gate.
+    """
+
+    def __init__(
+        self,
+        model: GenerativeModule,
+        opts: GenerationOptions,
+        plan: ConditionPlan,
+        card: dict[str, Any],
+        qc: QualityControl | None = None,
+        gate: MemorizationGate | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.opts, self.plan, self.card = opts, plan, card
+        self.qc, self.gate = qc or QualityControl(), gate
+        self.shard: ShardRun | None = None
+
+    def setup(self, stage: str) -> None:
+        """Open this process's shard (after Lightning launched the processes, so the rank is known)."""
+        opts = dataclasses.replace(self.opts, rank=self.trainer.global_rank, world_size=self.trainer.world_size)
+        self.shard = ShardRun(self.model, opts, self.plan, self.card, self.trainer.strategy.root_device)
+
+    def predict_dataloader(self) -> DataLoader[list[int]]:
+        """This shard's batches of indices left to draw (sharded here, not by a distributed sampler)."""
+        assert self.shard is not None
+        return DataLoader(self.shard.batches(), batch_size=None, shuffle=False)  # type: ignore[arg-type]
+
+    def on_predict_start(self) -> None:
+        """Batch-invariant kernels on the CPU, as in the single-process loop."""
+        if self.device.type == "cpu":
+            make_batch_invariant(self.model.net)
+
+    def predict_step(self, batch: list[int], batch_idx: int) -> list[Drawn]:
+        """Draw the samples of ``batch`` (indices), with quality-control and memorization redraws."""
+        indices = [int(i) for i in batch]
+        return draw(self.model, self.shard.opts if self.shard else self.opts, self.plan, indices, self.qc,
+                    self.device, self.gate)  # fmt: skip
+
+
+class ManifestPredictionWriter(BasePredictionWriter):
+    """Writes each predicted batch (files, then manifest rows) and merges the shard manifests at the end."""
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="batch")
+        self.summary = GenerationSummary()
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        """Record one batch of drawn samples."""
+        task = _task(pl_module)
+        assert task.shard is not None
+        task.shard.record(prediction, task.gate)
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Close the shard; after every process is done, rank 0 merges the manifests."""
+        task = _task(pl_module)
+        assert task.shard is not None
+        task.shard.close()
+        trainer.strategy.barrier("medgen-generate")
+        self.summary = task.shard.finish(merge=trainer.global_rank == 0)
+
+
+def _task(module: pl.LightningModule) -> GenerationTask:
+    if not isinstance(module, GenerationTask):
+        raise TypeError(f"ManifestPredictionWriter needs a GenerationTask, got {type(module).__name__}")
+    return module
+
+
+def generate_with_trainer(
+    model: GenerativeModule,
+    opts: GenerationOptions,
+    plan: ConditionPlan,
+    card: dict[str, Any],
+    accelerator: str = "auto",
+    devices: int = 1,
+    num_nodes: int = 1,
+    qc: QualityControl | None = None,
+    gate: MemorizationGate | None = None,
+) -> tuple[GenerationSummary, int]:
+    """Generate with ``Trainer.predict`` on ``devices`` × ``num_nodes`` processes (DDP when more than one).
+
+    Args:
+        model: The trained module.
+        opts: The run (its rank and world size come from Lightning).
+        plan: Conditions per sample index.
+        card: Model card.
+        accelerator: Lightning accelerator (``"auto"``, ``"cpu"``, ``"gpu"``).
+        devices: Devices (processes) per node.
+        num_nodes: Nodes.
+        qc: Quality-control thresholds.
+        gate: Optional memorization gate.
+
+    Returns:
+        (this process's summary, its global rank).
+    """
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=".*infer the batch indices.*")  # not needed: batches are indices
+    for name in ("lightning.pytorch", "lightning.fabric"):  # tips and device banners, in every process
+        logging.getLogger(name).setLevel(logging.WARNING)
+    writer = ManifestPredictionWriter()
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy="ddp" if devices * num_nodes > 1 else "auto",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,  # ShardRun shows its own, counted in samples
+        enable_model_summary=False,
+        use_distributed_sampler=False,  # GenerationTask shards the indices itself
+        callbacks=[writer],
+        inference_mode=True,
+    )
+    trainer.predict(GenerationTask(model, opts, plan, card, qc, gate), return_predictions=False)
+    return writer.summary, trainer.global_rank
