@@ -70,6 +70,27 @@ def test_monai_model_zoo_state_dict(tmp_path: Path) -> None:
         assert torch.equal(module.net.unet.state_dict()[key], value)
 
 
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_monai_controlnet_state_dict(tmp_path: Path, spatial_dims: int) -> None:
+    """Bare MONAI ``ControlNet`` and ``DiffusionModelUNet`` state dicts land in a ControlNet model's two parts."""
+    from medgen.nets.controlnet import ControlNetUNet
+
+    source = ControlNetUNet(tiny_unet(spatial_dims, seed=3), embedding_channels=(8,))
+    torch.save(source.controlnet.state_dict(), tmp_path / "controlnet.pt")
+    torch.save(source.base.unet.state_dict(), tmp_path / "unet.pt")
+    module = DiffusionModule(ControlNetUNet(tiny_unet(spatial_dims, seed=4), embedding_channels=(8,)))
+    report = load_pretrained(module, tmp_path / "controlnet.pt")
+    assert report.unexpected == [] and report.mismatched == []
+    assert report.missing and all(k.startswith("net.base.") for k in report.missing)
+    for key, value in source.controlnet.state_dict().items():
+        assert torch.equal(module.net.controlnet.state_dict()[key], value), key
+    report = load_pretrained(module, tmp_path / "unet.pt")
+    assert report.unexpected == [] and report.mismatched == []
+    assert all(k.startswith("net.controlnet.") for k in report.missing)
+    for key, value in source.base.unet.state_dict().items():
+        assert torch.equal(module.net.base.unet.state_dict()[key], value), key
+
+
 def test_fit_init_from_prints_the_report(tmp_path: Path, make_checkpoint: CheckpointFactory) -> None:
     """``medgen fit --model.init_from`` through LightningCLI on the smoke config (architecture of the smoke net)."""
     from tests.generation.conftest import write_checkpoint
