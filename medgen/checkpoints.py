@@ -17,6 +17,9 @@ from medgen.config import instantiate
 from medgen.errors import InputError
 from medgen.lit.base import GenerativeModule
 
+#: Constructor arguments that are objects, rebuilt from their ``class_config`` in the ``medgen`` block.
+COMPONENTS = ("net", "objective", "autoencoder")
+
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint dict, loaded with ``weights_only=True``.
@@ -62,7 +65,8 @@ def module_from_checkpoint(ckpt: dict[str, Any], path: str | Path, use_ema: bool
     module_name, _, class_name = module_path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
     hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
-    module: GenerativeModule = cls(net=instantiate(meta["net"]), objective=instantiate(meta["objective"]), **hparams)
+    parts = {k: instantiate(meta[k]) for k in COMPONENTS if isinstance(meta.get(k), dict)}
+    module: GenerativeModule = cls(**parts, **hparams)
     state = ckpt["state_dict"] if use_ema else ckpt.get("current_model_state", ckpt["state_dict"])
     module.load_state_dict(state)
     if meta.get("image_size"):

@@ -16,22 +16,20 @@ import yaml
 from safetensors.torch import save_file
 
 from medgen import __version__
-from medgen.checkpoints import module_from_checkpoint, read_checkpoint
+from medgen.checkpoints import COMPONENTS, module_from_checkpoint, read_checkpoint
 from medgen.data.io import atomic_write
 from medgen.evaluation.features import file_sha256
 
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.yaml", "model.safetensors", "model_card.json"
 
 #: Init arguments that describe how a model was trained rather than what it is.
-_TRAINING_ONLY = ("init_from", "init_strict", "freeze")
+_TRAINING_ONLY = ("init_from", "init_strict", "freeze", "autoencoder_from")
 
 
 def model_config(module_path: str, meta: dict[str, Any], hparams: dict[str, Any]) -> dict[str, Any]:
     """The ``model:`` section that rebuilds the module: class path, net, objective and hyper-parameters."""
     init_args = {k: v for k, v in hparams.items() if not k.startswith("_") and k not in _TRAINING_ONLY}
-    init_args["net"] = meta["net"]
-    if meta.get("objective") is not None:
-        init_args["objective"] = meta["objective"]
+    init_args.update({k: meta[k] for k in COMPONENTS if meta.get(k) is not None})
     if meta.get("image_size"):
         init_args["sample_size"] = list(meta["image_size"])
     return {"model": {"class_path": module_path, "init_args": init_args}}

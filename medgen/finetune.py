@@ -2,7 +2,8 @@
 
 ``medgen fit --model.init_from PATH_OR_NAME`` copies the weights (never the optimizer state) of a ``.ckpt``, an
 exported folder, a registry name or a MONAI model-zoo style state dict (``DiffusionModelUNet`` /
-``ControlNet`` weights saved with ``torch.save(net.state_dict())`` or as safetensors) into the new module.
+``ControlNet`` / ``AutoencoderKL`` weights saved with ``torch.save(net.state_dict())`` or as safetensors)
+into the new module.
 Tensors whose name and shape match are copied; new ones (an added condition embedding, extra input
 channels) keep their fresh initialisation; the report lists exactly which. Lightning's own
 ``load_from_checkpoint`` needs the same config and loads optimizer-free but all-or-nothing, hence this module.
@@ -22,7 +23,7 @@ from torch import nn
 from medgen.errors import InputError
 
 #: Where the tensors of a bare MONAI network sit inside medgen modules, tried in order.
-_BARE_PREFIXES = ("net.", "net.unet.", "net.base.unet.", "net.controlnet.")
+_BARE_PREFIXES = ("net.", "net.unet.", "net.base.unet.", "net.controlnet.", "autoencoder.")
 
 
 @dataclass
@@ -141,3 +142,28 @@ def load_pretrained(
                 p.requires_grad_(False)
         report.frozen += names
     return report
+
+
+def load_submodule(target: nn.Module, ref: str | Path, field_name: str) -> None:
+    """Load every tensor of ``target`` (e.g. a latent model's autoencoder) from ``ref``, strictly.
+
+    ``ref`` is anything :func:`read_state` reads: a medgen checkpoint or export whose module holds the
+    network under some prefix (``net.`` for an ``AutoencoderModule``, ``autoencoder.`` for a latent model), or
+    a bare MONAI state dict. The prefix that names the most of ``target``'s tensors is used.
+
+    Raises:
+        InputError: Some tensor of ``target`` is missing from ``ref`` or has another shape (names ``field_name``).
+    """
+    want = target.state_dict()
+    state = read_state(ref)
+    best = max(("", "net.", "autoencoder."), key=lambda p: sum(f"{p}{k}" in state for k in want))
+    found = {k: state[f"{best}{k}"] for k in want if f"{best}{k}" in state}
+    missing = [k for k in want if k not in found]
+    mismatched = [k for k, v in found.items() if tuple(v.shape) != tuple(want[k].shape)]
+    if missing or mismatched:
+        raise InputError(
+            field_name,
+            f"{ref} does not fit this autoencoder: {len(missing)} tensors missing, {len(mismatched)} of another "
+            f"shape (first: {(missing + mismatched)[0]}); check the architecture arguments",
+        )
+    target.load_state_dict(found)

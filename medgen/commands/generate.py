@@ -120,6 +120,12 @@ def run(args: argparse.Namespace) -> int:
     from medgen.registry import load_model
 
     model, _, card, digest = load_model(args.checkpoint, use_ema=not args.raw_weights)
+    if card.get("family") == "autoencoder":
+        raise InputError(
+            args.checkpoint,
+            "is an autoencoder: it encodes and decodes but does not generate; train a latent diffusion model on "
+            "it (configs/ldm_2d.yaml or ldm_3d.yaml with --model.autoencoder_from CHECKPOINT)",
+        )
     rows = read_sweep(args.conditions_csv) if args.conditions_csv else []
     given = parse_pairs(args.condition)
     rows = [{**r, **given} for r in rows] if rows else ([given] if given else [])

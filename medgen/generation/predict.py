@@ -68,7 +68,7 @@ class GenerationTask(pl.LightningModule):
     def on_predict_start(self) -> None:
         """Batch-invariant kernels on the CPU, as in the single-process loop."""
         if self.device.type == "cpu":
-            make_batch_invariant(self.model.net)
+            make_batch_invariant(self.model)
 
     def predict_step(self, batch: list[int], batch_idx: int) -> list[Drawn]:
         """Draw the samples of ``batch`` (indices), with quality-control and memorization redraws."""

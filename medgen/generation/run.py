@@ -273,7 +273,7 @@ def generate(
     shard = ShardRun(model, opts, plan, card, device)
     model = model.to(device)
     if device.type == "cpu":  # on CUDA, cuDNN picks algorithms by batch size anyway: keep the fast GEMMs
-        make_batch_invariant(model.net)
+        make_batch_invariant(model)
     try:
         for batch in shard.batches():
             shard.record(draw(model, opts, plan, batch, qc, device, gate), gate)

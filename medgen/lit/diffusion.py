@@ -67,7 +67,7 @@ class DiffusionModule(GenerativeModule):
         self.sampler = sampler
         self.num_inference_steps = num_inference_steps
         self.guidance = guidance
-        self.save_hyperparameters(ignore=["net", "objective", "optimizer"])
+        self.save_hyperparameters(ignore=["net", "objective", "optimizer", "autoencoder"])  # latent subclass
 
     def training_target(self, x0: torch.Tensor, generator: torch.Generator) -> TrainingTarget:
         """Noised image, timestep and target (ε, v or x0)."""

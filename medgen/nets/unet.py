@@ -26,6 +26,7 @@ from medgen.config import class_config
 from medgen.errors import InputError
 from medgen.nets.condition import Condition
 from medgen.nets.conditioning import ConditionEmbedding, ConditionSpec
+from medgen.nets.levels import check_levels
 
 
 class DiffusionUNet(nn.Module):
@@ -66,16 +67,7 @@ class DiffusionUNet(nn.Module):
     ) -> None:
         super().__init__()
         self.config = class_config(self, {k: v for k, v in locals().items() if k not in ("self", "__class__")})
-        if spatial_dims not in (2, 3):
-            raise InputError("model.net.spatial_dims", f"expected 2 or 3, got {spatial_dims}")
-        if len(channels) != len(attention_levels):
-            raise InputError(
-                "model.net.attention_levels",
-                f"needs one entry per level ({len(channels)}), got {len(attention_levels)}",
-            )
-        bad = [c for c in channels if c % norm_num_groups]
-        if bad:
-            raise InputError("model.net.channels", f"{bad} not divisible by norm_num_groups={norm_num_groups}")
+        check_levels("model.net", spatial_dims, channels, attention_levels, norm_num_groups)
         heads = [num_head_channels] * len(channels) if isinstance(num_head_channels, int) else list(num_head_channels)
         bad_heads = [c for c, h, a in zip(channels, heads, attention_levels, strict=False) if a and c % h]
         if bad_heads:

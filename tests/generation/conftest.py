@@ -25,9 +25,21 @@ def write_checkpoint(
     from medgen.lit import DiffusionModule, FlowMatchingModule
     from medgen.objectives import DiffusionObjective
 
-    net = tiny_unet(spatial_dims, seed=seed, conditions=conditions or [], image_channels=image_channels)
     size = [16, 16] if spatial_dims == 2 else [8, 8, 8]
-    if family == "diffusion":
+    net = tiny_unet(spatial_dims, seed=seed, conditions=conditions or [], image_channels=image_channels)
+    if family == "latent":
+        from medgen.lit import LatentDiffusionModule
+        from medgen.nets.autoencoder import KLAutoencoder
+
+        torch.manual_seed(seed)
+        autoencoder = KLAutoencoder(spatial_dims, channels=(8, 16), attention_levels=(False, False), num_res_blocks=1,
+                                    latent_channels=4, norm_num_groups=8, with_nonlocal_attn=False)  # fmt: skip
+        net = tiny_unet(spatial_dims, seed=seed, conditions=conditions or [], in_channels=4, out_channels=4)
+        module = LatentDiffusionModule(
+            net, autoencoder, latent_scale=0.7, objective=DiffusionObjective(prediction_type="v"), sampler="ddim",
+            num_inference_steps=3, sample_size=size,
+        )  # fmt: skip
+    elif family == "diffusion":
         module = DiffusionModule(
             net, DiffusionObjective(prediction_type="v"), sampler="ddim", num_inference_steps=3, sample_size=size
         )

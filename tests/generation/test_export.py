@@ -17,18 +17,18 @@ def _hashes(out: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("sample_*"))}
 
 
-@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize(("spatial_dims", "family"), [(2, "diffusion"), (3, "flow"), (2, "latent"), (3, "latent")])
 def test_export_then_generate_equals_checkpoint(
-    tmp_path: Path, make_checkpoint: CheckpointFactory, spatial_dims: int
+    tmp_path: Path, make_checkpoint: CheckpointFactory, spatial_dims: int, family: str
 ) -> None:
-    ckpt = make_checkpoint(spatial_dims, "flow" if spatial_dims == 3 else "diffusion")
+    ckpt = make_checkpoint(spatial_dims, family)
     exported = tmp_path / "exported" / "tiny-model"
     assert main(["export", str(ckpt), str(exported), "--licence", "CC-BY-4.0"]) == 0
     assert sorted(p.name for p in exported.iterdir()) == ["config.yaml", "model.safetensors", "model_card.json"]
     card = json.loads((exported / "model_card.json").read_text())
     assert card["sha256"] == hashlib.sha256((exported / "model.safetensors").read_bytes()).hexdigest()
     assert card["name"] == "tiny-model" and card["spatial_dims"] == spatial_dims and card["licence"] == "CC-BY-4.0"
-    assert card["family"] == ("flow" if spatial_dims == 3 else "diffusion")
+    assert card["family"] == {"latent": "latent-diffusion"}.get(family, family)
     assert card["modality"] == "mri" and card["spacing"] == [1.5, 2.0, 2.5][:spatial_dims]
     config = yaml.safe_load((exported / "config.yaml").read_text())
     assert config["model"]["class_path"].startswith("medgen.lit.")

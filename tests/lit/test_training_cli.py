@@ -110,3 +110,12 @@ def test_predict_bf16_and_model_help(tmp_path: Path, capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     for option in ("--model.sampler", "--model.cond_drop_prob", "--model.net", "--model.num_inference_steps"):
         assert option in out
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.parent.glob("*.yaml")))
+def test_full_size_config_parses(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every full-size config is valid for LightningCLI (types, class paths, option names)."""
+    assert main(["fit", f"--config={CONFIGS.parent / config}", "--print_config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"].startswith("medgen.lit.")
+    assert printed["trainer"]["accelerator"] == "gpu"
