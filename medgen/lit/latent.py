@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from medgen.errors import InputError
-from medgen.finetune import LoadReport
+from medgen.finetune import LoadReport, load_submodule
 from medgen.lit.base import OptimizerFactory, default_optimizer
 from medgen.lit.diffusion import DiffusionModule
 from medgen.nets.autoencoder import KLAutoencoder
@@ -121,8 +121,6 @@ class LatentDiffusionModule(DiffusionModule):
         if stage != "fit" or (self._trainer is not None and self.trainer.ckpt_path is not None):
             return
         if self.autoencoder_from:
-            from medgen.finetune import load_submodule
-
             load_submodule(self.autoencoder, self.autoencoder_from, "model.autoencoder_from")
             rank_zero_info(f"autoencoder weights from {self.autoencoder_from}")
         elif not self.init_from:  # fine-tuning brings the autoencoder with the rest
