@@ -11,7 +11,7 @@ channels) keep their fresh initialisation; the report lists exactly which. Light
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,8 +93,14 @@ def _align_prefix(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor
     """Prefix a bare network's keys so they land in the module (the prefix matching most keys wins)."""
     if any(k in target for k in state):
         return state
-    best = max(_BARE_PREFIXES, key=lambda p: sum(f"{p}{k}" in target for k in state))
+    best = _best_prefix(_BARE_PREFIXES, state, target)
     return {f"{best}{k}": v for k, v in state.items()}
+
+
+def _best_prefix(prefixes: Sequence[str], names: Iterable[str], pool: Container[str]) -> str:
+    """The prefix that, put before ``names``, finds the most of them in ``pool``."""
+    names = list(names)
+    return max(prefixes, key=lambda p: sum(f"{p}{k}" in pool for k in names))
 
 
 def load_pretrained(
@@ -156,7 +162,7 @@ def load_submodule(target: nn.Module, ref: str | Path, field_name: str) -> None:
     """
     want = target.state_dict()
     state = read_state(ref)
-    best = max(("", "net.", "autoencoder."), key=lambda p: sum(f"{p}{k}" in state for k in want))
+    best = _best_prefix(("", "net.", "autoencoder."), want, state)
     found = {k: state[f"{best}{k}"] for k in want if f"{best}{k}" in state}
     missing = [k for k in want if k not in found]
     mismatched = [k for k, v in found.items() if tuple(v.shape) != tuple(want[k].shape)]

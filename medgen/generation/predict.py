@@ -23,9 +23,15 @@ from torch.utils.data import DataLoader
 from medgen.generation.conditions import ConditionPlan
 from medgen.generation.gate import MemorizationGate
 from medgen.generation.qc import QualityControl
-from medgen.generation.run import Drawn, GenerationOptions, GenerationSummary, ShardRun, draw
+from medgen.generation.run import (
+    Drawn,
+    GenerationOptions,
+    GenerationSummary,
+    ShardRun,
+    batch_invariant_on_cpu,
+    draw,
+)
 from medgen.lit.base import GenerativeModule
-from medgen.nets.invariance import make_batch_invariant
 
 
 class GenerationTask(pl.LightningModule):
@@ -58,7 +64,7 @@ class GenerationTask(pl.LightningModule):
     def setup(self, stage: str) -> None:
         """Open this process's shard (after Lightning launched the processes, so the rank is known)."""
         opts = dataclasses.replace(self.opts, rank=self.trainer.global_rank, world_size=self.trainer.world_size)
-        self.shard = ShardRun(self.model, opts, self.plan, self.card, self.trainer.strategy.root_device)
+        self.shard = ShardRun(self.model, opts, self.plan, self.card, self.trainer.strategy.root_device, self.gate)
 
     def predict_dataloader(self) -> DataLoader[list[int]]:
         """This shard's batches of indices left to draw (sharded here, not by a distributed sampler)."""
@@ -67,14 +73,11 @@ class GenerationTask(pl.LightningModule):
 
     def on_predict_start(self) -> None:
         """Batch-invariant kernels on the CPU, as in the single-process loop."""
-        if self.device.type == "cpu":
-            make_batch_invariant(self.model)
+        batch_invariant_on_cpu(self.model, self.device)
 
     def predict_step(self, batch: list[int], batch_idx: int) -> list[Drawn]:
         """Draw the samples of ``batch`` (indices), with quality-control and memorization redraws."""
-        indices = [int(i) for i in batch]
-        return draw(self.model, self.shard.opts if self.shard else self.opts, self.plan, indices, self.qc,
-                    self.device, self.gate)  # fmt: skip
+        return draw(self.model, self.opts, self.plan, [int(i) for i in batch], self.qc, self.device, self.gate)
 
 
 class ManifestPredictionWriter(BasePredictionWriter):
@@ -97,7 +100,7 @@ class ManifestPredictionWriter(BasePredictionWriter):
         """Record one batch of drawn samples."""
         task = _task(pl_module)
         assert task.shard is not None
-        task.shard.record(prediction, task.gate)
+        task.shard.record(prediction)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Close the shard; after every process is done, rank 0 merges the manifests."""

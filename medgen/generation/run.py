@@ -175,13 +175,14 @@ class ShardRun:
         plan: Conditions per sample index.
         card: Model card (``intensity`` and ``spacing`` of the training data are used).
         device: Where samples are drawn (recorded).
+        gate: The memorization gate whose index is named in the rows of dropped or checked samples.
     """
 
     def __init__(
         self, model: GenerativeModule, opts: GenerationOptions, plan: ConditionPlan, card: dict[str, Any],
-        device: torch.device,
+        device: torch.device, gate: MemorizationGate | None = None,
     ) -> None:  # fmt: skip
-        self.opts, self.plan, self.card, self.device = opts, plan, card, device
+        self.opts, self.plan, self.card, self.device, self.gate = opts, plan, card, device, gate
         self.out = Path(opts.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         _check_run(self.out, opts)
@@ -205,9 +206,9 @@ class ShardRun:
         size = self.opts.batch_size
         return [self.todo[i : i + size] for i in range(0, len(self.todo), size)]
 
-    def record(self, drawn: list[Drawn], gate: MemorizationGate | None) -> None:
+    def record(self, drawn: list[Drawn]) -> None:
         """Write the drawn samples (and masks) and append their manifest rows; copies are recorded as dropped."""
-        opts, out = self.opts, self.out
+        opts, out, gate = self.opts, self.out, self.gate
         sampler, steps, guidance = self.sampling
         for index, sample, attempts, issues, verdict in drawn:
             row: dict[str, Any] = {"index": index}
@@ -270,13 +271,12 @@ def generate(
         The run's :class:`GenerationSummary`.
     """
     qc = qc or QualityControl()
-    shard = ShardRun(model, opts, plan, card, device)
+    shard = ShardRun(model, opts, plan, card, device, gate)
     model = model.to(device)
-    if device.type == "cpu":  # on CUDA, cuDNN picks algorithms by batch size anyway: keep the fast GEMMs
-        make_batch_invariant(model)
+    batch_invariant_on_cpu(model, device)
     try:
         for batch in shard.batches():
-            shard.record(draw(model, opts, plan, batch, qc, device, gate), gate)
+            shard.record(draw(model, opts, plan, batch, qc, device, gate))
     finally:
         shard.close()
     return shard.finish()
@@ -309,6 +309,15 @@ def _sample_row(
         "qc": {"passed": not issues, "issues": issues, "attempts": attempts},
         "created": _now(),
     }
+
+
+def batch_invariant_on_cpu(model: GenerativeModule, device: torch.device) -> None:
+    """On the CPU, make ``model``'s output rows independent of the batch size (:mod:`medgen.nets.invariance`).
+
+    On CUDA, cuDNN picks algorithms by batch size anyway: the fast GEMMs are kept.
+    """
+    if device.type == "cpu":
+        make_batch_invariant(model)
 
 
 def draw(

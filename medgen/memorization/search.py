@@ -70,16 +70,16 @@ def _single_torch_thread(active: bool) -> Iterator[None]:
 
 
 def _product(q: Tensor, chunk: Tensor, out: Tensor) -> Tensor:
-    """``q @ chunk.T`` into ``out``: numpy's BLAS on CPU, torch elsewhere.
+    """``q @ chunk.T`` into the contiguous ``out``: numpy's BLAS on CPU, torch elsewhere.
 
     On CPU the numpy wheel's OpenBLAS sgemm (the BLAS faiss-cpu links too) was 8-10 % faster than torch's MKL
     build on the AMD cores we measured, and the product is ~95 % of an exact search's time
     (``benchmarks/memorization_search.py``). Both are fp32 GEMMs: results agree to rounding.
     """
-    if q.device.type == "cpu" and out.is_contiguous():
+    if q.device.type == "cpu":
         np.matmul(q.numpy(), chunk.numpy().T, out=out.numpy())
         return out
-    return torch.mm(q, chunk.T, out=out) if out.is_contiguous() else q @ chunk.T
+    return torch.mm(q, chunk.T, out=out)
 
 
 GROUP = 256
