@@ -52,6 +52,11 @@ def slice_volume(volume: Tensor, plane: Plane, normalize: Normalize = "stack") -
     return 2 * (slices - lo) / (hi - lo + 1e-10) - 1
 
 
+def slice_counts(volumes: Iterable[Tensor], plane: Plane) -> list[int]:
+    """Number of slices of each ``(C, X, Y, Z)`` volume in ``plane`` (the order :func:`plane_features` uses)."""
+    return [int(v.shape[_SLICE_AXIS[plane]]) for v in volumes]
+
+
 @dataclass(frozen=True)
 class PlaneFeatures:
     """Per-plane features ``(S_total, d)`` of a set of volumes (slices of all volumes concatenated)."""

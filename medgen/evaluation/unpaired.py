@@ -22,9 +22,21 @@ from medgen.evaluation.distribution import prdc
 from medgen.evaluation.features import get_extractor
 from medgen.evaluation.report import MetricValue, Report, write_report
 from medgen.evaluation.similarity import ms_ssim
-from medgen.evaluation.slicing import PLANES, plane_features
+from medgen.evaluation.slicing import PLANES, plane_features, slice_counts
 from medgen.evaluation.sources import ImageItem
-from medgen.evaluation.statistics import estimate, fid_value, kid_value
+from medgen.evaluation.statistics import (
+    CI_METHOD,
+    SUBSAMPLE_FRACTION,
+    UnitFeatures,
+    estimate,
+    fid_value,
+    kid_value,
+    per_row_units,
+    set_statistic,
+    small_n_warning,
+    split_half_baseline,
+    volume_units,
+)
 from medgen.progress import progress
 
 UNPAIRED = ("fid", "kid", "prdc", "diversity")
@@ -89,42 +101,57 @@ def evaluate_unpaired(args: argparse.Namespace, real: list[ImageItem], fake: lis
     real_imgs, fake_imgs = normalised(real, args.window, modality), normalised(fake, args.window, modality)
     spatial_dims = real_imgs[0].ndim - 1
     if spatial_dims == 3:
-        real_f, fake_f, per_plane = _features_3d(extractor, real_imgs, fake_imgs)
+        real_f, fake_f = _features_3d(extractor, real_imgs), _features_3d(extractor, fake_imgs)
     else:
-        real_f, fake_f, per_plane = features_2d(extractor, real_imgs), features_2d(extractor, fake_imgs), {}
-    values, warnings = _metric_values(metrics, real_f, fake_f, args, real_imgs, fake_imgs, per_plane)
+        real_f = per_row_units(features_2d(extractor, real_imgs), "real features")
+        fake_f = per_row_units(features_2d(extractor, fake_imgs), "fake features")
+    values, warnings = _metric_values(metrics, real_f, fake_f, args, real_imgs, fake_imgs)
     mapping = "window" if args.window else f"{modality} preset"
     protocol = {"mode": "unpaired", "extractor": spec.name, "extractor_sha256": spec.sha256, "resize": spec.resize,
                 "extractor_input": spec.input, "window": args.window, "intensity_mapping": mapping,
                 "data_range": 2.0,  # the metrics see [-1, 1]: the extractor's input and the diversity MS-SSIM's range
                 "spatial_dims": spatial_dims, "slicing": "2.5D (xy, yz, zx)" if spatial_dims == 3 else None,
-                "bootstrap": args.bootstrap, "seed": args.seed}  # fmt: skip
+                "bootstrap": args.bootstrap, "seed": args.seed, "sampling_unit": real_f.unit[:-1],
+                "ci95": CI_METHOD.format(fraction=SUBSAMPLE_FRACTION, n_boot=args.bootstrap) if args.bootstrap
+                else None,
+                "headline": _HEADLINE_3D if spatial_dims == 3 else "fid and kid on all images"}  # fmt: skip
     report = Report(values, len(real), len(fake), protocol, warnings)
     shown = _examples(real_imgs), _examples(fake_imgs)
     return write_report(report, args.out, shown[0], shown[1])
 
 
-def _features_3d(extractor: torch.nn.Module, real: list[torch.Tensor], fake: list[torch.Tensor]) -> tuple:
-    rf, ff = plane_features(extractor, real), plane_features(extractor, fake)
-    per_plane = {p: (getattr(rf, p), getattr(ff, p)) for p in PLANES}
-    return torch.cat([getattr(rf, p) for p in PLANES]), torch.cat([getattr(ff, p) for p in PLANES]), per_plane
+_HEADLINE_3D = (
+    "fid (and kid) = mean of the per-plane values fid_xy, fid_yz, fid_zx (MAISI 2.5D protocol); CI, baseline and "
+    "N count whole volumes"
+)
 
 
-def _metric_values(metrics, real_f, fake_f, args, real_imgs, fake_imgs, per_plane):  # type: ignore[no-untyped-def]
+def _features_3d(extractor: torch.nn.Module, volumes: list[torch.Tensor]) -> UnitFeatures:
+    """Per-plane slice features of ``(1, X, Y, Z)`` volumes, grouped by volume."""
+    feats = plane_features(extractor, volumes)
+    return volume_units([getattr(feats, p) for p in PLANES], [slice_counts(volumes, p) for p in PLANES])
+
+
+def _metric_values(metrics, real_f, fake_f, args, real_imgs, fake_imgs):  # type: ignore[no-untyped-def]
     values: dict[str, MetricValue] = {}
     warnings: list[str] = []
     for name, fn in (("fid", fid_value), ("kid", kid_value)):
         if name not in metrics:
             continue
-        est = estimate(real_f, fake_f, fn, n_boot=max(args.bootstrap, 2), seed=args.seed)
-        values[name] = MetricValue(est.value, list(est.ci95) if args.bootstrap else None, est.baseline)
-        if est.warning and est.warning not in warnings:
-            warnings.append(est.warning)
-    if "fid" in metrics and per_plane:
-        for plane, (r, f) in per_plane.items():
+        if args.bootstrap:
+            est = estimate(real_f, fake_f, fn, n_boot=args.bootstrap, seed=args.seed)
+            values[name], warning = MetricValue(est.value, list(est.ci95), est.baseline), est.warning
+        else:
+            baseline = split_half_baseline(real_f, fake_f.n_units, fn, args.seed).value
+            values[name] = MetricValue(set_statistic(fn, real_f, fake_f), None, baseline)
+            warning = small_n_warning(min(real_f.n_units, fake_f.n_units), unit=real_f.unit)
+        if warning and warning not in warnings:
+            warnings.append(warning)
+    if "fid" in metrics and len(real_f.planes) == len(PLANES):
+        for plane, r, f in zip(PLANES, real_f.planes, fake_f.planes, strict=True):
             values[f"fid_{plane}"] = MetricValue(fid_value(r, f))
     if "prdc" in metrics:
-        res = prdc(real_f, fake_f)
+        res = prdc(torch.cat(real_f.planes), torch.cat(fake_f.planes))
         for key in ("precision", "recall", "density", "coverage"):
             values[key] = MetricValue(float(getattr(res, key)), higher_is_better=True)
     if "diversity" in metrics and real_imgs[0].ndim == 3:

@@ -77,7 +77,9 @@ def test_unpaired_3d_report_per_plane_and_schema(tmp_path: Path, weights: Path) 
     assert protocol["spatial_dims"] == 3 and protocol["slicing"] == "2.5D (xy, yz, zx)"
     assert protocol["window"] == list(WINDOW) and protocol["data_range"] == 2.0 and protocol["resize"] == "none"
     assert protocol["medgen_version"] and protocol["bootstrap"] == 5
-    assert any("2,000" in w for w in report["warnings"])
+    assert any("2,000" in w and "N = 3 volumes" in w for w in report["warnings"])  # counts volumes, not slices
+    assert protocol["sampling_unit"] == "volume" and "mean of the per-plane" in protocol["headline"]
+    assert "without replacement" in protocol["ci95"]
 
     # Per-plane FIDs (and the pooled FID) recomputed from the volumes: every slice of each plane.
     extractor = RadImageNetExtractor(weights)
@@ -87,6 +89,8 @@ def test_unpaired_3d_report_per_plane_and_schema(tmp_path: Path, weights: Path) 
     for plane in PLANES:
         expected = fid(getattr(real_f, plane), getattr(fake_f, plane)).value
         assert metrics[f"fid_{plane}"]["value"] == pytest.approx(expected, rel=1e-6)
-    pooled = fid(torch.cat([getattr(real_f, p) for p in PLANES]), torch.cat([getattr(fake_f, p) for p in PLANES]))
-    assert metrics["fid"]["value"] == pytest.approx(pooled.value, rel=1e-6)
+    per_plane = [metrics[f"fid_{plane}"]["value"] for plane in PLANES]
+    assert metrics["fid"]["value"] == pytest.approx(np.mean(per_plane), rel=1e-9)  # the headline: MAISI's mean
+    lo, hi = metrics["fid"]["ci95"]
+    assert lo <= metrics["fid"]["value"] <= hi
     assert (tmp_path / "out" / "report.html").read_text().count("data:image/png;base64,") >= 1

@@ -11,11 +11,14 @@ from medgen.errors import InputError
 from medgen.evaluation.distribution import fid
 from medgen.evaluation.statistics import (
     SMALL_N_MESSAGE,
-    bootstrap_ci,
     estimate,
+    fid_value,
     kid_value,
+    per_row_units,
     small_n_warning,
     split_half_baseline,
+    subsample_ci,
+    volume_units,
 )
 
 
@@ -24,18 +27,59 @@ def _sets(n_real: int, n_fake: int, shift: float, d: int = 4, seed: int = 0) -> 
     return rng.standard_normal((n_real, d)), rng.standard_normal((n_fake, d)) + shift
 
 
-def test_bootstrap_ci_contains_estimate_and_shrinks_with_n() -> None:
+@pytest.mark.parametrize("n,d", [(40, 64), (200, 4), (2000, 4)])
+def test_interval_covers_the_value_where_the_bootstrap_did_not(n: int, d: int) -> None:
+    """At small N (FID's upward bias large), a with-replacement bootstrap interval sits above the value."""
+    real, fake = _sets(n, n, shift=0.2, d=d)
+    value = fid(real, fake).value
+    ci = subsample_ci(real, fake, n_boot=100, seed=0)
+    assert ci.lo < value < ci.hi
+    assert ci.n_boot == 100 and ci.std > 0 and ci.fraction == 0.5
+    rng = np.random.default_rng(0)
+    boot = [fid_value(real[rng.integers(0, n, n)], fake[rng.integers(0, n, n)]) for _ in range(100)]
+    if n == 40:  # the interval this replaces: every resample duplicates rows and scores higher than the value
+        assert np.quantile(boot, 0.025) > value
+
+
+def test_interval_shrinks_with_n_and_is_seeded() -> None:
     widths = []
     for n in (200, 2000):
         real, fake = _sets(n, n, shift=0.5)
-        value = fid(real, fake).value
-        ci = bootstrap_ci(real, fake, n_boot=100, seed=0)
-        assert ci.lo < value < ci.hi
-        assert ci.n_boot == 100 and ci.std > 0
+        ci = subsample_ci(real, fake, n_boot=100, seed=0)
         widths.append(ci.hi - ci.lo)
     assert widths[1] < 0.5 * widths[0]  # about 1/sqrt(10) expected
     real, fake = _sets(200, 200, shift=0.5)
-    assert bootstrap_ci(real, fake, n_boot=20, seed=3) == bootstrap_ci(real, fake, n_boot=20, seed=3)
+    assert subsample_ci(real, fake, n_boot=20, seed=3) == subsample_ci(real, fake, n_boot=20, seed=3)
+
+
+def _volumes(n_volumes: int, slices: int, shift: float, seed: int) -> tuple[np.ndarray, list[int]]:
+    """Slice features of volumes: a large per-volume offset shared by all slices plus small slice noise."""
+    rng = np.random.default_rng(seed)
+    offsets = rng.standard_normal((n_volumes, 1, 4)) * 2.0 + shift
+    rows = (offsets + 0.1 * rng.standard_normal((n_volumes, slices, 4))).reshape(-1, 4)
+    return rows, [slices] * n_volumes
+
+
+def _width(n_volumes: int, slices: int, by_volume: bool) -> float:
+    (real, counts_r), (fake, counts_f) = _volumes(n_volumes, slices, 0.0, 1), _volumes(n_volumes, slices, 0.5, 2)
+    if by_volume:
+        ci = subsample_ci(volume_units([real], [counts_r]), volume_units([fake], [counts_f]), n_boot=60, seed=0)
+    else:
+        ci = subsample_ci(per_row_units(real), per_row_units(fake), n_boot=60, seed=0)
+    return ci.hi - ci.lo
+
+
+def test_volume_resampling_follows_the_volume_count_not_the_slice_count() -> None:
+    by_slice, by_volume = _width(12, 32, by_volume=False), _width(12, 32, by_volume=True)
+    assert by_volume > 3 * by_slice  # 384 correlated slices are not 384 samples
+    assert _width(12, 8, by_volume=True) == pytest.approx(by_volume, rel=0.35)  # 4x the slices: same width
+    assert _width(48, 8, by_volume=True) < 0.7 * by_volume  # 4x the volumes: narrower
+    real, counts = _volumes(12, 32, 0.0, 1)
+    units = volume_units([real], [counts])
+    assert split_half_baseline(units, n=6).n == 6  # halves of 6 volumes, not of 192 slices
+    with pytest.warns(UserWarning, match=r"N = 12 volumes"):
+        est = estimate(units, volume_units(*[[x] for x in _volumes(12, 32, 0.5, 2)]), n_boot=10)
+    assert (est.n_real, est.n_fake) == (12, 12)
 
 
 def test_split_half_baseline_small_relative_to_shifted_fake() -> None:
