@@ -1,18 +1,27 @@
-"""Paired evaluation of image sets matched by file name (synthesis vs ground truth, e.g. MR→CT)."""
+"""Paired evaluation of image sets matched by file name (synthesis vs ground truth, e.g. MR→CT).
+
+Each pair is compared on one grid: 3D volumes are reoriented to RAS (``medgen generate`` writes RAS; scanners
+often store LPS), and a pair (or mask) whose grid then still differs from the reference in shape, spacing,
+direction or origin is refused with a one-line error: comparing voxels at different world positions would score
+a correct synthesis as wrong. The report's protocol says how many generated files were reoriented.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
+from monai.data import MetaTensor
 
 from medgen.data.io import load_image
 from medgen.errors import InputError
 from medgen.evaluation.report import MetricValue
 from medgen.evaluation.similarity import paired_metrics
-from medgen.evaluation.sources import ImageItem
+from medgen.evaluation.sources import ImageItem, load_ras, to_ras
 from medgen.evaluation.synthrad import synthrad2023, synthrad2025
 from medgen.progress import progress
 
@@ -63,13 +72,15 @@ def evaluate_pairs(
         raise InputError("--mask", f"the {protocol} protocol needs body masks (--mask SRC)")
     rows: list[dict[str, object]] = []
     settings: dict[str, object] = {}
+    reoriented: list[str] = []
     for real, fake in progress(pairs, "paired metrics"):
-        mask = _mask_for(masks, real.key)
-        gt, pred = load_image(real.path)[None], load_image(fake.path)[None]
-        if gt.shape != pred.shape:
-            raise InputError(
-                fake.path, f"shape {tuple(pred.shape[2:])} differs from its pair {real.path} {tuple(gt.shape[2:])}"
-            )
+        gt_stored, pred_stored = load_image(real.path), load_image(fake.path)
+        gt_img, pred_img = to_ras(gt_stored), to_ras(pred_stored)
+        check_same_grid(pred_img, gt_img, fake.path, real.path)
+        if orientation(pred_stored) != orientation(gt_stored):
+            reoriented.append(f"{fake.path.name} ({orientation(pred_stored)} vs {orientation(gt_stored)})")
+        mask = _mask_for(masks, real.key, gt_img, real.path)
+        gt, pred = gt_img.as_tensor()[None], pred_img.as_tensor()[None]
         if protocol == "default":
             results = paired_metrics(pred, gt, data_range, mask=mask, metrics=metrics, window=window)
             values = {name: float(r.values[0]) for name, r in results.items()}
@@ -78,15 +89,60 @@ def evaluate_pairs(
             fn = synthrad2023 if protocol == "synthrad2023" else synthrad2025
             values = fn(gt[0, 0].double(), pred[0, 0].double(), mask[0, 0] if mask is not None else None)  # type: ignore[arg-type]
         rows.append({"file": str(fake.path.name), "reference": str(real.path.name), **values})
+    settings["geometry"] = (
+        "3D pairs compared in RAS on the reference grid; "
+        + (f"{len(reoriented)} generated file(s) stored in another orientation were reoriented: "
+           + ", ".join(reoriented[:5]) + (" ..." if len(reoriented) > 5 else "")
+           if reoriented else "no file needed reorienting")
+    )  # fmt: skip
     return PairedEvaluation(_summarise(rows, n_boot), rows, settings)
 
 
-def _mask_for(masks: dict[str, ImageItem] | None, key: str) -> torch.Tensor | None:
+def orientation(img: MetaTensor) -> str:
+    """Axis codes of an image as stored (e.g. ``LPS``; ``""`` for 2D images, which have no orientation)."""
+    return "".join(nib.orientations.aff2axcodes(np.asarray(img.affine))) if img.ndim == 4 else ""
+
+
+def check_same_grid(image: MetaTensor, reference: MetaTensor, path: Path, reference_path: Path) -> None:
+    """Refuse ``image`` unless it lies on ``reference``'s grid (shape and affine, both already in RAS).
+
+    Raises:
+        InputError: Naming ``path`` and the first difference: shape, spacing, direction or origin (mm).
+    """
+    shape, ref_shape = tuple(image.shape[1:]), tuple(reference.shape[1:])
+    a, b = np.asarray(image.affine, dtype=np.float64), np.asarray(reference.affine, dtype=np.float64)
+    spacing, ref_spacing = np.linalg.norm(a[:3, :3], axis=0), np.linalg.norm(b[:3, :3], axis=0)
+    tol = 1e-3 * float(min(ref_spacing.min(), 1.0))
+    if shape != ref_shape:
+        what = f"shape {shape} vs {ref_shape}"
+    elif not np.allclose(spacing, ref_spacing, atol=tol):
+        what = f"spacing {_mm(spacing)} vs {_mm(ref_spacing)} mm"
+    elif not np.allclose(a[:3, :3], b[:3, :3], atol=tol):
+        what = "direction cosines differ"
+    elif not np.allclose(a[:3, 3], b[:3, 3], atol=tol):
+        what = f"origin {_mm(a[:3, 3])} vs {_mm(b[:3, 3])} mm"
+    else:
+        return
+    raise InputError(
+        path, f"grid differs from its pair {reference_path} after reorienting to RAS: {what}; resample it onto the "
+        "reference grid first (e.g. MONAI ResampleToMatch)",
+    )  # fmt: skip
+
+
+def _mm(values: np.ndarray) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
+
+
+def _mask_for(
+    masks: dict[str, ImageItem] | None, key: str, reference: MetaTensor, reference_path: Path
+) -> torch.Tensor | None:
     if masks is None:
         return None
     if key not in masks:
         raise InputError("--mask", f"no mask named like '{key}' (masks are matched by file name)")
-    return load_image(masks[key].path)[None]
+    mask = load_ras(masks[key].path)
+    check_same_grid(mask, reference, masks[key].path, reference_path)
+    return mask.as_tensor()[None]
 
 
 def _summarise(rows: list[dict[str, object]], n_boot: int) -> dict[str, MetricValue]:

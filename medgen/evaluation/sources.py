@@ -1,7 +1,8 @@
 """Image sets for evaluation: a folder of images or a ``manifest.jsonl`` written by ``medgen generate``.
 
-Images are read with :func:`medgen.data.io.load_image` (geometry checks, one-line errors) and kept in the
-intensities they are stored in; what to do with those intensities (window, normalisation) is the metric's
+Images are read with :func:`medgen.data.io.load_image` (geometry checks, one-line errors), 3D volumes are
+reoriented to RAS as the data module does (so slices, pairs and pictures agree with ``medgen dataset``), and
+intensities are kept as stored; what to do with those intensities (window, normalisation) is the metric's
 business and is recorded in the report's protocol.
 """
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from monai.data import MetaTensor
+from monai.transforms import Orientation
 
 from medgen.data.datalist import find_records
 from medgen.data.formats import suffix_of
@@ -72,15 +75,25 @@ def _from_manifest(manifest: Path) -> list[ImageItem]:
     return items
 
 
+def to_ras(img: MetaTensor) -> MetaTensor:
+    """A ``(1, *spatial)`` image; a 3D volume reoriented to RAS (2D images have no orientation to fix)."""
+    return Orientation(axcodes="RAS", labels=None)(img) if img.ndim == 4 else img  # type: ignore[return-value]
+
+
+def load_ras(path: str | Path) -> MetaTensor:
+    """One image as ``(1, *spatial)`` read by :func:`~medgen.data.io.load_image`, a 3D volume in RAS."""
+    return to_ras(load_image(path))
+
+
 def load_stack(items: list[ImageItem], window: tuple[float, float] | None = None) -> torch.Tensor:
-    """Load same-shaped images into ``(N, 1, *spatial)`` float32 (clipped to ``window`` when given).
+    """Load same-shaped images (3D: in RAS) into ``(N, 1, *spatial)`` float32, clipped to ``window`` when given.
 
     Raises:
         InputError: Images of different shapes (naming the first that differs).
     """
     images: list[torch.Tensor] = []
     for item in items:
-        img = load_image(item.path).as_tensor()
+        img = load_ras(item.path).as_tensor()
         if images and img.shape != images[0].shape:
             raise InputError(
                 item.path, f"shape {tuple(img.shape[1:])} differs from {tuple(images[0].shape[1:])} of the first image"

@@ -23,7 +23,7 @@ from medgen.evaluation.features import get_extractor
 from medgen.evaluation.report import MetricValue, Report, write_report
 from medgen.evaluation.similarity import ms_ssim
 from medgen.evaluation.slicing import PLANES, plane_features, slice_counts
-from medgen.evaluation.sources import ImageItem
+from medgen.evaluation.sources import ImageItem, load_ras
 from medgen.evaluation.statistics import (
     CI_METHOD,
     SUBSAMPLE_FRACTION,
@@ -47,7 +47,7 @@ def normalised(items: list[ImageItem], window: tuple[float, float] | None, modal
     preset = ModalityIntensity(modality)
     out = []
     for item in progress(items, "loading"):
-        img = load_image(item.path)
+        img = load_ras(item.path)  # 3D: slice planes in RAS, as MAISI's protocol
         if window is not None:
             lo, hi = window
             out.append(((img.as_tensor().clamp(lo, hi) - lo) / (hi - lo) * 2 - 1).float())

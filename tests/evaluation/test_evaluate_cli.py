@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from skimage.metrics import peak_signal_noise_ratio
 
 from medgen.cli import main
 from medgen.data.io import write_image
 from medgen.data.phantoms import ct_phantom
+from medgen.evaluation.sources import list_source, load_stack
 
 
 def _sets(root: Path, spatial_dims: int, n: int = 3) -> dict[str, list[np.ndarray]]:
@@ -110,4 +113,42 @@ def test_paired_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         == 2
     )
     assert "no file name appears in both --real and --fake" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def _ras_and_lps(root: Path, shift_mm: float = 0.0) -> None:
+    """One CT volume stored RAS under real/ and LPS (flipped x and y, same world positions) under fake/."""
+    image = ct_phantom(shape=(24, 20, 12), seed=0).image.astype(np.float32)
+    ras = np.diag([1.5, 1.5, 2.0, 1.0])
+    ras[:3, 3] = (-10.0, 20.0, 5.0)
+    lps = ras @ np.array([[-1, 0, 0, 23], [0, -1, 0, 19], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float64)
+    lps[0, 3] += shift_mm
+    for folder, data, affine in (("real", image, ras), ("fake", image[::-1, ::-1].copy(), lps)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(data, affine), str(root / folder / "case0.nii.gz"))
+
+
+def test_paired_reorients_lps_onto_the_ras_reference(tmp_path: Path) -> None:
+    _ras_and_lps(tmp_path)
+    assert nib.aff2axcodes(nib.load(tmp_path / "fake" / "case0.nii.gz").affine) == ("L", "P", "S")
+    out = tmp_path / "out"
+    args = ["evaluate", "--paired", f"--real={tmp_path / 'real'}", f"--fake={tmp_path / 'fake'}", f"--out={out}"]
+    assert main([*args, "--window=-1024,3071", "--metrics=ssim,mae", "--bootstrap=0"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"]["ssim"]["value"] == pytest.approx(1.0, abs=1e-6)
+    assert report["metrics"]["mae"]["value"] == pytest.approx(0.0, abs=1e-6)
+    assert (
+        "1 generated file(s)" in report["protocol"]["settings"]["geometry"]
+        and "LPS vs RAS" in (report["protocol"]["settings"]["geometry"])
+    )
+    real, fake = list_source(tmp_path / "real"), list_source(tmp_path / "fake")
+    assert torch.equal(load_stack(fake), load_stack(real))  # the report's pictures: both in RAS, as `medgen dataset`
+
+
+def test_paired_refuses_a_shifted_origin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _ras_and_lps(tmp_path, shift_mm=5.0)
+    args = ["evaluate", "--paired", f"--real={tmp_path / 'real'}", f"--fake={tmp_path / 'fake'}"]
+    assert main([*args, f"--out={tmp_path / 'out'}", "--window=-1024,3071", "--metrics=ssim"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "case0.nii.gz" in err and "origin (-5, 20, 5) vs (-10, 20, 5) mm" in err
     assert not (tmp_path / "out").exists()
