@@ -52,10 +52,12 @@ def modality_from_dicom(tag_value: str | None) -> Modality | None:
 
 
 def guess_modality(fmt: str, minimum: float, maximum: float, spatial_rank: int) -> Modality:
-    """Guess the modality of a header-less image from its values and format.
+    """Guess the modality of a header-less image from its values and format; ``unknown`` where the guess is weak.
 
     CT is stored in Hounsfield units: air near -1000 HU and rarely more than a few thousand HU at the
-    top; 2D raster images are most often radiographs; everything else is taken as MRI.
+    top. A header-less 3D volume that is not CT is taken as MRI. A 2D image without a header (PNG/JPEG/TIFF,
+    2D NIfTI or NPY) is ``unknown``: an 8-bit brain MRI slice and a radiograph have the same value range, so
+    the user must say which (``--data.modality``, or ``--window`` for evaluation).
 
     Args:
         fmt: The file format (``nifti``, ``png`` …).
@@ -66,5 +68,5 @@ def guess_modality(fmt: str, minimum: float, maximum: float, spatial_rank: int) 
     if minimum <= -500.0 and maximum <= 4095.0:
         return "ct"
     if fmt in ("png", "jpeg", "tiff") or spatial_rank == 2:
-        return "xray"
+        return "unknown"
     return "mri"

@@ -21,7 +21,7 @@ from monai.transforms import (
     Transform,
 )
 
-from medgen.data.io import META_MODALITY, META_PHOTOMETRIC
+from medgen.data.io import META_FORMAT, META_MODALITY, META_PHOTOMETRIC
 from medgen.errors import InputError
 
 #: Named CT windows as (low, high) HU. "full" keeps everything a scanner stores.
@@ -53,6 +53,38 @@ def resolve_ct_window(window: str | Sequence[float]) -> tuple[float, float]:
     if lo >= hi:
         raise InputError("data.ct_window", f"low ({lo}) must be below high ({hi})")
     return lo, hi
+
+
+#: Raster formats whose 8-bit files hold 0..255 only.
+RASTER_FORMATS = ("png", "jpeg", "tiff")
+
+
+def check_window_units(img: torch.Tensor, window: tuple[float, float], field: str) -> None:
+    """Refuse a window that an 8-bit raster image cannot be in the units of (e.g. a CT HU window on a PNG).
+
+    An 8-bit PNG/JPEG/TIFF stores 0..255 whatever it shows; a window of which less than half lies in 0..255
+    (``-1000,1000``, any CT preset) was meant for other units and would clip the image to a few grey levels.
+
+    Args:
+        img: ``(C, *spatial)`` image as read by :func:`medgen.data.io.load_image`.
+        window: ``(low, high)`` about to be applied.
+        field: The option that chose the window, for the message (``--window``, ``data.ct_window`` …).
+
+    Raises:
+        InputError: Naming the file, the window and what was expected.
+    """
+    if not isinstance(img, MetaTensor) or img.meta.get(META_FORMAT) not in RASTER_FORMATS:
+        return
+    lo, hi = float(window[0]), float(window[1])
+    if float(img.min()) < 0 or float(img.max()) > 255:
+        return  # 16-bit or float raster: its units are unknown, not 8-bit
+    inside = max(0.0, min(hi, 255.0) - max(lo, 0.0))
+    if inside < 0.5 * (hi - lo):
+        raise InputError(
+            _source(img),
+            f"8-bit {img.meta[META_FORMAT].upper()} (values 0..255) cannot be in the units of {field} "
+            f"[{lo:g}, {hi:g}] (a CT window is in HU); give a window in the stored values, e.g. --window 0,255",
+        )
 
 
 @dataclass(frozen=True)
@@ -105,9 +137,29 @@ class ModalityIntensity(Transform):
             raise InputError(_source(img), "modality is unknown from the file; set --data.modality to ct, mri or xray")
         return str(found)
 
+    def describe(self, modality: str) -> str:
+        """The mapping applied to images of ``modality`` in words, for protocols and reports."""
+        if modality == "ct":
+            name = self.preset.ct_window if isinstance(self.preset.ct_window, str) else "custom"
+            lo, hi = resolve_ct_window(self.preset.ct_window)
+            return f"ct preset: window {name} [{lo:g}, {hi:g}] HU, clipped, linear to [-1, 1]"
+        if modality == "mri":
+            if self.preset.mri_zscore:
+                return "mri preset: z-score over non-zero voxels"
+            lo, hi = self.preset.mri_percentiles
+            return f"mri preset: percentiles [{lo:g}, {hi:g}] of each image to [-1, 1], clipped"
+        lo, hi = self.preset.xray_percentiles
+        return f"xray preset: MONOCHROME1 inverted, percentiles [{lo:g}, {hi:g}] of each image to [-1, 1], clipped"
+
     def __call__(self, img: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        """Normalise ``img`` of shape ``(C, *spatial)``; returns the same shape, float32."""
+        """Normalise ``img`` of shape ``(C, *spatial)``; returns the same shape, float32.
+
+        Raises:
+            InputError: Modality unknown (``auto``), or a CT window applied to an 8-bit raster image.
+        """
         modality = self.resolve(img)
+        if modality == "ct":
+            check_window_units(img, resolve_ct_window(self.preset.ct_window), "the CT window")
         img = img.float() if not img.is_floating_point() else img
         if modality == "ct":
             out = self._ct(img)

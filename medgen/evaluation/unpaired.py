@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from monai.data import MetaTensor
 
-from medgen.data.io import load_image
-from medgen.data.presets import ModalityIntensity
+from medgen.data.io import META_MODALITY, META_MODALITY_SOURCE, load_image
+from medgen.data.presets import ModalityIntensity, check_window_units
 from medgen.errors import InputError
 from medgen.evaluation.distribution import prdc
 from medgen.evaluation.features import get_extractor
@@ -50,6 +50,7 @@ def normalised(items: list[ImageItem], window: tuple[float, float] | None, modal
         img = load_ras(item.path)  # 3D: slice planes in RAS, as MAISI's protocol
         if window is not None:
             lo, hi = window
+            check_window_units(img, window, "--window")
             out.append(((img.as_tensor().clamp(lo, hi) - lo) / (hi - lo) * 2 - 1).float())
         else:
             mapped = preset(img)
@@ -94,11 +95,12 @@ def evaluate_unpaired(args: argparse.Namespace, real: list[ImageItem], fake: lis
             "--metrics",
             f"unknown unpaired metric(s) {unknown}; expected some of {', '.join(UNPAIRED)} (paired ones need --paired)",
         )
-    modality = str(load_image(real[0].path).meta["modality"])
+    first = load_image(real[0].path)
+    modality, modality_source = str(first.meta[META_MODALITY]), str(first.meta[META_MODALITY_SOURCE])
     if args.window is None and modality not in ("ct", "mri", "xray"):
-        raise InputError(real[0].path, "modality unknown: give --window LO,HI to map intensities")
-    extractor, spec = get_extractor(args.extractor, args.weights)
+        raise InputError(real[0].path, "modality unknown: give --window LO,HI in the stored values to map intensities")
     real_imgs, fake_imgs = normalised(real, args.window, modality), normalised(fake, args.window, modality)
+    extractor, spec = get_extractor(args.extractor, args.weights)
     spatial_dims = real_imgs[0].ndim - 1
     if spatial_dims == 3:
         real_f, fake_f = _features_3d(extractor, real_imgs), _features_3d(extractor, fake_imgs)
@@ -106,9 +108,13 @@ def evaluate_unpaired(args: argparse.Namespace, real: list[ImageItem], fake: lis
         real_f = per_row_units(features_2d(extractor, real_imgs), "real features")
         fake_f = per_row_units(features_2d(extractor, fake_imgs), "fake features")
     values, warnings = _metric_values(metrics, real_f, fake_f, args, real_imgs, fake_imgs)
-    mapping = "window" if args.window else f"{modality} preset"
+    if args.window:
+        mapping = f"window [{args.window[0]:g}, {args.window[1]:g}], clipped, linear to [-1, 1]"
+    else:
+        mapping = ModalityIntensity(modality).describe(modality)
     protocol = {"mode": "unpaired", "extractor": spec.name, "extractor_sha256": spec.sha256, "resize": spec.resize,
                 "extractor_input": spec.input, "window": args.window, "intensity_mapping": mapping,
+                "modality": modality, "modality_source": modality_source,
                 "data_range": 2.0,  # the metrics see [-1, 1]: the extractor's input and the diversity MS-SSIM's range
                 "spatial_dims": spatial_dims, "slicing": "2.5D (xy, yz, zx)" if spatial_dims == 3 else None,
                 "bootstrap": args.bootstrap, "seed": args.seed, "sampling_unit": real_f.unit[:-1],

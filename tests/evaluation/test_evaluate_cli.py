@@ -9,11 +9,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
 from medgen.cli import main
-from medgen.data.io import write_image
+from medgen.data.io import load_image, write_image
 from medgen.data.phantoms import ct_phantom
+from medgen.data.presets import ModalityIntensity
+from medgen.demo_data import real_mri_volumes
+from medgen.errors import InputError
 from medgen.evaluation.sources import list_source, load_stack
 
 
@@ -152,3 +156,31 @@ def test_paired_refuses_a_shifted_origin(tmp_path: Path, capsys: pytest.CaptureF
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "case0.nii.gz" in err and "origin (-5, 20, 5) vs (-10, 20, 5) mm" in err
     assert not (tmp_path / "out").exists()
+
+
+def _brain_mri_pngs(folder: Path, n: int = 2) -> None:
+    """Axial slices of nibabel's T1 brain MRI saved as 8-bit PNGs (no header says MRI)."""
+    volume = nib.load(real_mri_volumes()[-1]).get_fdata()
+    folder.mkdir(parents=True)
+    for i in range(n):
+        image = volume[:, :, volume.shape[2] // 2 + i]
+        Image.fromarray(np.round(image / image.max() * 255).astype(np.uint8)).save(folder / f"t1_{i}.png")
+
+
+def test_a_ct_window_on_8bit_pngs_is_refused_and_an_mri_png_is_not_guessed_xray(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _brain_mri_pngs(tmp_path / "real")
+    image = load_image(tmp_path / "real" / "t1_0.png")
+    assert image.meta["modality"] == "unknown"  # was "xray"
+    base = ["evaluate", f"--real={tmp_path / 'real'}", f"--fake={tmp_path / 'real'}", f"--out={tmp_path / 'o'}"]
+    assert main(base) == 2
+    assert "modality unknown: give --window LO,HI in the stored values" in capsys.readouterr().err
+    assert main([*base, "--window=-1000,1000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        len(err.splitlines()) == 1 and "t1_0.png: 8-bit PNG (values 0..255) cannot be in the units of --window" in err
+    )
+    with pytest.raises(InputError, match="cannot be in the units of the CT window"):
+        ModalityIntensity("ct")(image)  # the training path: --data.modality ct on PNGs
+    assert ModalityIntensity("mri")(image).shape == image.shape

@@ -34,7 +34,7 @@ def _volumes(folder: Path, variant: str, seed: int) -> list[Path]:
 
 
 def _windowed(path: Path) -> torch.Tensor:
-    """``(1, X, Y, Z)`` in [-1, 1]: the window mapped linearly, as the report's protocol says."""
+    """``(1, X, Y, Z)`` in [-1, 1]: the full CT window mapped linearly, as the report's protocol says."""
     lo, hi = WINDOW
     return ((load_image(path).as_tensor().float().clamp(lo, hi) - lo) / (hi - lo) * 2 - 1).float()
 
@@ -55,7 +55,6 @@ def test_unpaired_3d_report_per_plane_and_schema(tmp_path: Path, weights: Path) 
         f"--real={tmp_path / 'real'}",
         f"--fake={tmp_path / 'fake'}",
         f"--out={tmp_path / 'out'}",
-        "--window=-1024,3071",
         "--extractor=radimagenet_resnet50",
         f"--weights={weights}",
         "--bootstrap=5",
@@ -75,7 +74,10 @@ def test_unpaired_3d_report_per_plane_and_schema(tmp_path: Path, weights: Path) 
     protocol = report["protocol"]
     assert protocol["extractor"] == "radimagenet_resnet50" and protocol["extractor_sha256"] == file_sha256(weights)
     assert protocol["spatial_dims"] == 3 and protocol["slicing"] == "2.5D (xy, yz, zx)"
-    assert protocol["window"] == list(WINDOW) and protocol["data_range"] == 2.0 and protocol["resize"] == "none"
+    # No --window: the CT phantoms (guessed CT from their HU) get the CT preset, and the protocol says which.
+    assert protocol["window"] is None and protocol["modality"] == "ct" and protocol["modality_source"] == "guess"
+    assert protocol["intensity_mapping"] == "ct preset: window full [-1024, 3071] HU, clipped, linear to [-1, 1]"
+    assert protocol["data_range"] == 2.0 and protocol["resize"] == "none"
     assert protocol["medgen_version"] and protocol["bootstrap"] == 5
     assert any("2,000" in w and "N = 3 volumes" in w for w in report["warnings"])  # counts volumes, not slices
     assert protocol["sampling_unit"] == "volume" and "mean of the per-plane" in protocol["headline"]
