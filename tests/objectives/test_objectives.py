@@ -30,13 +30,25 @@ def test_diffusion_target_and_x0_recovery(spatial_dims: int, prediction_type: st
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v", "sample"])
 def test_min_snr_weights(prediction_type: str) -> None:
-    obj = DiffusionObjective(prediction_type=prediction_type, min_snr_gamma=5.0)  # type: ignore[arg-type]
-    t = torch.tensor([0, 100, 500, 999])
-    snr = obj.snr(t)
-    w = obj.loss_weight(t)
-    expected = {"epsilon": snr.clamp(max=5) / snr, "v": snr.clamp(max=5) / (snr + 1), "sample": snr.clamp(max=5)}
-    torch.testing.assert_close(w, expected[prediction_type])
-    assert torch.equal(DiffusionObjective(min_snr_gamma=None).loss_weight(t), torch.ones(4))
+    """Min-SNR-γ (Hang et al. 2023, eq. 8-10) on the DDPM linear schedule, SNR from the schedule's closed form.
+
+    ε-prediction: min(SNR, γ) / SNR; x0-prediction: min(SNR, γ); v-prediction: min(SNR, γ) / (SNR + 1).
+    """
+    gamma = 5.0
+    obj = DiffusionObjective(prediction_type=prediction_type, beta_schedule="linear", min_snr_gamma=gamma)  # type: ignore[arg-type]
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)  # Ho et al. 2020
+    alpha_bar = torch.cumprod(1 - betas, dim=0)
+    torch.testing.assert_close(obj.scheduler.alphas_cumprod.double(), alpha_bar, rtol=1e-5, atol=1e-7)
+    t = torch.tensor([0, 100, 150, 500, 999])
+    snr = alpha_bar[t] / (1 - alpha_bar[t])
+    assert float(snr[0]) == pytest.approx(9999.0) and float(snr[1]) > gamma > float(snr[2])  # γ crossed in between
+    clipped = torch.minimum(snr, torch.tensor(gamma, dtype=torch.float64))
+    expected = {"epsilon": clipped / snr, "sample": clipped, "v": clipped / (snr + 1)}[prediction_type]
+    at_t0 = {"epsilon": 5 / 9999, "sample": 5.0, "v": 5 / 10000}[prediction_type]  # SNR(0) = 0.9999 / 0.0001
+    assert float(expected[0]) == pytest.approx(at_t0, rel=1e-9)
+    # rtol 1e-3: the scheduler's float32 1 - ᾱ(0) = 1e-4 carries 2e-4 relative round-off; the formulas differ by > 20 %
+    torch.testing.assert_close(obj.loss_weight(t).double(), expected, rtol=1e-3, atol=1e-8)
+    assert torch.equal(DiffusionObjective(min_snr_gamma=None).loss_weight(t), torch.ones(5))
 
 
 def test_offset_noise_adds_per_image_constant() -> None:
