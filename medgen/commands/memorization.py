@@ -62,7 +62,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--generated", default=None, metavar="SRC", help="generated images: folder or manifest.jsonl")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder for report.json and report.html")
     p.add_argument("--index", default=None, metavar="DIR", help="use a prebuilt index instead of --train")
-    p.add_argument("--top-k", type=_positive, default=5, help="training neighbours per sample (default: 5)")
+    p.add_argument("--top-k", type=_positive, default=None,
+                   help="training candidates retrieved and verified per sample (default: 20; 5 with "
+                        "--no-verify)")  # fmt: skip
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="decide on the embedding similarity alone, without pixel verification (faster at very "
+                        "large N; flagged samples are still confirmed)")  # fmt: skip
     _calibration_options(p)
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
     p.set_defaults(func=run, action=None)
@@ -81,6 +86,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--train", required=True, metavar="SRC", help="training images: folder, datalist, demo:KIND")
     i.add_argument("--out", required=True, metavar="DIR", help="index folder to write")
     _calibration_options(i)
+    i.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="calibrate the embedding threshold only (no two-stage decision)")  # fmt: skip
     i.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
 
 
@@ -91,9 +98,11 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "index":
         from medgen.memorization.index import build_index
 
-        index = build_index(args.train, args.out, args.embedder, args.holdout, args.quantile)
-        print(f"index: {args.out} (threshold {index.threshold:.4f}, {index.train.count} training images)",
+        index = build_index(args.train, args.out, args.embedder, args.holdout, args.quantile, verify=args.verify)
+        verified = f", verified threshold {index.verification.threshold:.4f}" if index.verification else ""
+        print(f"index: {args.out} (threshold {index.threshold:.4f}{verified}, {index.train.count} training images)",
               file=sys.stderr)  # fmt: skip
+        _warn(index.calibration.notes + (index.verification.notes if index.verification else []))
         return 0
     return _detect(args)
 
@@ -107,14 +116,27 @@ def _detect(args: argparse.Namespace) -> int:
         if getattr(args, option) is None:
             raise InputError(f"--{option}", "required")
     report = detect_memorization(
-        args.train, args.generated, args.out, args.holdout, args.embedder, args.quantile, args.top_k, args.index
-    )
+        args.train, args.generated, args.out, args.holdout, args.embedder, args.quantile, args.top_k, args.index,
+        args.verify,
+    )  # fmt: skip
+    _warn(report["calibration"]["notes"] + ((report.get("verification") or {}).get("notes") or []))
     print(
-        f"flagged {report['n_flagged']} of {report['n_generated']} (threshold {report['threshold']:.4f}); "
+        f"flagged {report['n_flagged']} of {report['n_generated']} ({_decision(report)}); "
         f"report: {args.out}/report.json\n        {args.out}/report.html",
         file=sys.stderr,
     )
     return 0
+
+
+def _decision(report: dict) -> str:
+    if report.get("verification"):
+        return f"verified score > {report['verification']['threshold']:.4f}"
+    return f"embedding similarity > {report['threshold']:.4f}"
+
+
+def _warn(notes: list[str]) -> None:
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
 
 
 def _train_embedder(args: argparse.Namespace) -> int:

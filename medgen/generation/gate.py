@@ -1,7 +1,9 @@
 """The memorization gate of ``medgen generate --memorization-index DIR``.
 
 Each generated sample is embedded and searched against the training set's index (built by
-``medgen memorization index``); a sample above the index's calibrated threshold counts as a copy. The
+``medgen memorization index``), and aligned in pixel space to its top-k training candidates: a sample whose
+verified score is above the index's calibrated threshold counts as a copy (the same two-stage decision as
+``medgen memorization``; an index built with ``--no-verify`` decides on the embedding similarity). The
 generation loop redraws it with the next attempt's seed, up to ``--max-retries`` times, and drops it when it
 still copies; the manifest records the similarity, the nearest training image and the decision.
 """
@@ -23,15 +25,18 @@ class GateResult:
         similarity: Similarity to the nearest training image.
         nearest_train: That image's file.
         flagged: Above the calibrated threshold (a likely copy).
+        verification: The best pixel-space match (score, NCC, SSIM, transform, training index), when verified.
     """
 
     similarity: float
     nearest_train: str
     flagged: bool
+    verification: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields for the manifest."""
-        return {"similarity": round(self.similarity, 6), "nearest_train": self.nearest_train, "flagged": self.flagged}
+        out = {"similarity": round(self.similarity, 6), "nearest_train": self.nearest_train, "flagged": self.flagged}
+        return {**out, "verification": self.verification} if self.verification is not None else out
 
 
 class MemorizationGate:
@@ -56,4 +61,12 @@ class MemorizationGate:
     def check(self, samples: torch.Tensor) -> list[GateResult]:
         """Verdicts for ``(B, C, *spatial)`` samples in the model's [-1, 1] range."""
         matches = self.index.check(samples)
-        return [GateResult(float(m.similarity), str(m.nearest_train), bool(m.flagged)) for m in matches]
+        return [
+            GateResult(
+                float(m.similarity),
+                str(m.nearest_train),
+                bool(m.flagged),
+                m.verification.as_dict() if m.verification is not None else None,
+            )
+            for m in matches
+        ]

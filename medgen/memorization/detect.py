@@ -3,9 +3,12 @@
 1. Embed the training set (or load a prebuilt :class:`~medgen.memorization.index.MemorizationIndex`), the
    generated set and the held-out real set with the same embedder.
 2. Exact top-k search of every generated sample among the training images (volumes: slice-wise, per volume).
-3. Threshold = quantile of the held-out null (else of a by-subject split of the training set).
-4. Flagged samples are confirmed in pixel space against their top-k neighbours only.
-5. ``report.json`` and ``report.html``.
+3. Verification (default): every sample is aligned to each of its top-k candidates in pixel space
+   (:mod:`~medgen.memorization.verify`) and the best verified score decides, at a threshold calibrated by
+   running the same two stages on the held-out null (else a by-subject split of the training set).
+   ``verify=False`` (``--no-verify``): the embedding similarity decides, and flagged samples are confirmed
+   in pixel space afterwards.
+4. ``report.json`` and ``report.html``.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from typing import Any
 from torch import Tensor, nn
 
 from medgen.data.io import load_image
+from medgen.errors import InputError
 from medgen.memorization.confirm import confirm
 from medgen.memorization.index import MemorizationIndex, build_index
 from medgen.memorization.report import build_report, sample_rows, write_report
 from medgen.memorization.search import search
-from medgen.memorization.sources import embed_items, list_items
+from medgen.memorization.sources import LazyImages, embed_items, list_items
+from medgen.memorization.verified import DEFAULT_TOP_K, verify_search
 from medgen.progress import progress
 
 #: Flagged samples shown with pictures in the HTML page (all are in report.json).
@@ -39,8 +44,9 @@ def detect_memorization(
     holdout: str | Path | None = None,
     embedder: str | Path | nn.Module = "structural",
     quantile: float = 0.99,
-    top_k: int = 5,
+    top_k: int | None = None,
     index_dir: str | Path | None = None,
+    verify: bool = True,
 ) -> dict[str, Any]:
     """Check a generated set against a training set and write the report.
 
@@ -51,36 +57,49 @@ def detect_memorization(
         holdout: Held-out real images for calibration (default: a by-subject split of ``train``).
         embedder: ``"structural"``, ``"pixel"``, ``"inception"``, a ``.safetensors`` file or an ``nn.Module``.
         quantile: Quantile of the null used as threshold.
-        top_k: Training neighbours searched (and confirmed) per generated sample.
+        top_k: Training candidates retrieved (and verified) per sample (default: 20 with verification, else 5).
         index_dir: A prebuilt index folder instead of ``train``/``holdout``/``embedder``/``quantile``.
+        verify: Two stages (retrieval, then pixel verification decides); False: the embedding decides.
 
     Returns:
         The ``report.json`` object (also written, with ``report.html``, into ``out_dir``).
     """
     if index_dir is not None:
         index = MemorizationIndex.load(index_dir)
+        if verify and index.verification is None:
+            raise InputError("--index", f"{index_dir} was built with --no-verify: rebuild it, or pass --no-verify")
     else:
         assert train is not None
-        index = build_index(train, None, embedder, holdout, quantile)
+        index = build_index(train, None, embedder, holdout, quantile, verify=verify)
+    if not verify:
+        index.verification = None
+    top_k = top_k or (DEFAULT_TOP_K if verify else 5)
     items = list_items(generated, "--generated")
     result = search(embed_items(index.embedder, items, "--generated", query=True), index.train, top_k)
-    matches = index.matches(result)
+    verified = verify_search(LazyImages(items), result, index.images, "verify candidates") if verify else None
+    matches = index.matches(result, verified)
     confirmations: dict[int, dict[str, Any]] = {}
     pictures: dict[str, tuple[Tensor, list[Tensor]]] = {}
     flagged = [i for i, m in enumerate(matches) if m.flagged]
-    for i in progress(flagged, "confirm flagged"):
+    for i in progress(flagged, "confirm flagged" if not verify else "pictures of flagged"):
         image = _image(items[i].path)
-        neighbours = [(j, _image(index.files[j])) for j in result.index[i].tolist()]
-        best = confirm(image, neighbours)
-        confirmations[i] = {**best.as_dict(), "train_file": index.files[best.train_index]}
+        if not verify:
+            neighbours = [(j, _image(index.files[j])) for j in result.index[i].tolist()]
+            best = confirm(image, neighbours)
+            confirmations[i] = {**best.as_dict(), "train_file": index.files[best.train_index]}
+        else:
+            shown = result.index[i].tolist()[:NEIGHBOURS_SHOWN]
+            neighbours = [(j, _image(index.files[j])) for j in shown]
         if len(pictures) < MAX_PICTURES:
             pictures[str(items[i].path)] = (image, [n for _, n in neighbours[:NEIGHBOURS_SHOWN]])
-    samples = sample_rows([str(item.path) for item in items], matches, confirmations)
+    samples = sample_rows([str(item.path) for item in items], matches, confirmations, index.files)
     extra = {
         "spatial_dims": index.train.spatial_dims,
         "search": {"top_k": top_k, "method": "exact cosine (torch chunked matmul)",
                    "volumes": "mean over slices of the best slice match per training volume"},
-        "confirmation": "NCC and SSIM after flip/rotation/shift alignment, top-k of flagged samples only",
+        "decision": "verified score (retrieval top-k, then pixel verification)" if verify else "embedding similarity",
+        "verification": index.verification.as_dict() if index.verification is not None else None,
+        "confirmation": None if verify else "NCC and SSIM after flip/rotation/shift alignment, top-k of flagged only",
     }  # fmt: skip
     report = build_report(
         samples,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -31,7 +32,9 @@ from medgen.errors import InputError
 from medgen.memorization.calibrate import Calibration, calibrate, subject_split
 from medgen.memorization.embedders import Embedded, Embedder, embed_images, get_embedder, load_structural
 from medgen.memorization.search import Backend, SearchResult, search
-from medgen.memorization.sources import embed_items, list_items
+from medgen.memorization.sources import embed_items, list_items, load_items, load_one, slice_subjects
+from medgen.memorization.verified import DEFAULT_TOP_K, CandidateImages, verified_calibration, verify_search
+from medgen.memorization.verify import Verification
 
 INDEX_JSON, EMBEDDINGS = "index.json", "embeddings.safetensors"
 
@@ -43,9 +46,11 @@ class Match:
     Attributes:
         nearest_train: File of the most similar training image (or volume).
         similarity: Its cosine similarity in the embedding.
-        flagged: ``similarity`` is above the index's threshold.
+        flagged: The decision: verified score above the verified threshold (two-stage index), else
+            ``similarity`` above the embedding threshold.
         train_index: Position of ``nearest_train`` in the index's training files.
         neighbours: Top-k ``(file, similarity)``, best first.
+        verification: Best pixel-space verification among the top-k (two-stage index), with its transform.
     """
 
     nearest_train: str
@@ -53,6 +58,7 @@ class Match:
     flagged: bool
     train_index: int
     neighbours: list[tuple[str, float]]
+    verification: Verification | None = None
 
 
 class MemorizationIndex:
@@ -62,13 +68,26 @@ class MemorizationIndex:
         embedder: The embedder the vectors were made with.
         train: Embeddings of the training images.
         files: One path per training image/volume.
-        calibration: Threshold and its null distribution.
+        calibration: Embedding threshold and its null distribution.
+        verification: Threshold on the verified score (two stages: retrieval, then pixel verification) and its
+            null; None: embedding-only decisions (``--no-verify``).
+        images: Training images for verification (default: loaded from ``files`` on first use).
     """
 
-    def __init__(self, embedder: Embedder, train: Embedded, files: Sequence[str], calibration: Calibration) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        train: Embedded,
+        files: Sequence[str],
+        calibration: Calibration,
+        verification: Calibration | None = None,
+        images: CandidateImages | None = None,
+    ) -> None:
         if len(files) != train.count:
             raise InputError("files", f"{len(files)} files for {train.count} embedded training images")
         self.embedder, self.train, self.files, self.calibration = embedder, train, list(files), calibration
+        self.verification = verification
+        self.images = images or CandidateImages(lambda i: load_one(self.files[i]))
 
     @property
     def threshold(self) -> float:
@@ -113,6 +132,33 @@ class MemorizationIndex:
             )
         return cls(embedder, train, files, calibration)
 
+    def calibrate_verification(
+        self,
+        null: Embedded,
+        images: Sequence[Tensor],
+        n_subjects: int,
+        quantile: float = 0.99,
+        reference: Sequence[int] | None = None,
+    ) -> Calibration:
+        """Run retrieval + verification on null images and set the threshold on the verified score.
+
+        Args:
+            null: Embeddings of the null images (real images the model never saw).
+            images: The null images ``(1, *spatial)``, in the same order.
+            n_subjects: Independent subjects among them (a warning below 200).
+            quantile: Quantile of the verified null scores.
+            reference: Training images the null is matched against (a by-subject split: the null's own
+                subjects are left out, so no same-subject pair enters the null); None: all of them.
+        """
+        database = self.train if reference is None else self.train.subset(reference)
+        result = search(null, database, DEFAULT_TOP_K)
+        if reference is not None:
+            result = SearchResult(result.similarity, torch.as_tensor(list(reference))[result.index])
+        checks = verify_search(images, result, self.images, "verify null")
+        source = "holdout" if reference is None else "train_split"
+        self.verification = verified_calibration(checks, quantile, source, n_subjects)
+        return self.verification
+
     def search(self, images: Tensor | Sequence[Tensor], k: int = 5, backend: Backend = "torch") -> SearchResult:
         """Top-k training neighbours of ``images`` ``(B, 1, *spatial)`` (or a list of ``(1, *spatial)``)."""
         return search(self.embed(images), self.train, k, backend)
@@ -127,26 +173,39 @@ class MemorizationIndex:
             )
         return embed_images(self.embedder, batch, query=True)
 
-    def matches(self, result: SearchResult) -> list[Match]:
-        """Turn a search result into :class:`Match` rows flagged at the index's threshold."""
+    def matches(self, result: SearchResult, verified: Sequence[Verification] | None = None) -> list[Match]:
+        """Turn a search result (and the verifications of its rows) into flagged :class:`Match` rows."""
         out = []
-        for sims, idx in zip(result.similarity.tolist(), result.index.tolist(), strict=True):
+        for row, (sims, idx) in enumerate(zip(result.similarity.tolist(), result.index.tolist(), strict=True)):
             neighbours = [(self.files[i], s) for i, s in zip(idx, sims, strict=True)]
-            out.append(Match(self.files[idx[0]], sims[0], sims[0] > self.threshold, idx[0], neighbours))
+            if verified is not None and self.verification is not None:
+                check = verified[row]
+                flagged = check.score > self.verification.threshold
+                out.append(Match(self.files[idx[0]], sims[0], flagged, idx[0], neighbours, check))
+            else:
+                out.append(Match(self.files[idx[0]], sims[0], sims[0] > self.threshold, idx[0], neighbours))
         return out
 
-    def check(self, images: Tensor | Sequence[Tensor], k: int = 5) -> list[Match]:
-        """Nearest training image of each image and whether it is flagged as a copy.
+    def check(self, images: Tensor | Sequence[Tensor], k: int | None = None) -> list[Match]:
+        """Nearest training images of each image and whether it is flagged as a copy.
+
+        With a verified calibration, the top-k retrieved training images of each image are aligned to it in
+        pixel space and the best verified score decides (:mod:`.verified`); otherwise the embedding does.
 
         Args:
             images: ``(B, 1, *spatial)`` (any intensity scale: every image is z-scored) or a list of
                 ``(1, *spatial)`` tensors of possibly different sizes.
-            k: Neighbours listed per image.
+            k: Neighbours retrieved (and verified) per image (default: 20 when verifying, else 5).
 
         Returns:
             One :class:`Match` per image, in order.
         """
-        return self.matches(self.search(images, k))
+        batch = list(images)
+        k = k or (DEFAULT_TOP_K if self.verification is not None else 5)
+        result = self.search(batch, k)
+        if self.verification is None:
+            return self.matches(result)
+        return self.matches(result, verify_search(batch, result, self.images, "verify candidates"))
 
     def save(self, out_dir: str | Path) -> Path:
         """Write the index folder (see the module docstring) and return it."""
@@ -162,11 +221,14 @@ class MemorizationIndex:
             spec["path"] = "embedder.safetensors"
         tensors = {"vectors": self.train.vectors.contiguous(), "owner": self.train.owner.contiguous(),
                    "null": self.calibration.null.contiguous()}  # fmt: skip
+        if self.verification is not None:
+            tensors["verified_null"] = self.verification.null.contiguous()
         atomic_write(out / EMBEDDINGS, lambda tmp: save_file(tensors, str(tmp)))
         meta: dict[str, Any] = {
             "medgen_version": __version__,
             "threshold": self.threshold,
             "calibration": self.calibration.as_dict(),
+            "verification": self.verification.as_dict() if self.verification is not None else None,
             "embedding": spec,
             "spatial_dims": self.train.spatial_dims,
             "files": self.files,
@@ -198,7 +260,12 @@ class MemorizationIndex:
         calibration = Calibration(
             float(meta["threshold"]), cal["quantile"], cal["source"], tensors["null"], cal["notes"]
         )
-        return cls(model, train, meta["files"], calibration)
+        ver = meta.get("verification")
+        verification = None
+        if ver is not None:
+            null = tensors["verified_null"]
+            verification = Calibration(float(ver["threshold"]), ver["quantile"], ver["source"], null, ver["notes"])
+        return cls(model, train, meta["files"], calibration, verification)
 
 
 def _embedder_for(root: Path, spec: dict[str, Any], embedder: nn.Module | None) -> Embedder:
@@ -225,8 +292,12 @@ def build_index(
     holdout: str | Path | None = None,
     quantile: float = 0.99,
     seed: int = 0,
+    verify: bool = True,
 ) -> MemorizationIndex:
-    """Embed a training set, calibrate the threshold and (when ``out_dir`` is given) save the index.
+    """Embed a training set, calibrate the thresholds and (when ``out_dir`` is given) save the index.
+
+    2D files directly in one folder are grouped into volumes by file-name stem and slice index
+    (:func:`~medgen.memorization.sources.slice_subjects`) before a by-subject split.
 
     Args:
         train_source: Folder, datalist, ``demo:<kind>`` or manifest of the training images.
@@ -235,13 +306,24 @@ def build_index(
         holdout: Real images not in the training set, for the null distribution (default: a by-subject split).
         quantile: Quantile of the null used as threshold.
         seed: Seed of the by-subject split.
+        verify: Calibrate the two-stage decision (retrieval + pixel verification); False: embedding only.
     """
     model = get_embedder(embedder)
     items = list_items(train_source, "--train")
     train = embed_items(model, items, "--train")
-    held = embed_items(model, list_items(holdout, "--holdout"), "--holdout", query=True) if holdout else None
+    held_items = list_items(holdout, "--holdout") if holdout else []
+    held = embed_items(model, held_items, "--holdout", query=True) if holdout else None
     files = [str(item.path) for item in items]
-    index = MemorizationIndex.build(model, train, files, [i.subject for i in items], held, quantile, seed)
+    subjects = slice_subjects(items) if train.spatial_dims == 2 else [i.subject for i in items]
+    index = MemorizationIndex.build(model, train, files, subjects, held, quantile, seed)
+    if verify and held is not None:
+        held_subjects = slice_subjects(held_items) if held.spatial_dims == 2 else [i.subject for i in held_items]
+        index.calibrate_verification(held, load_items(held_items), len(set(held_subjects)), quantile)
+    elif verify:
+        reference, null = subject_split(subjects, 0.2, seed)
+        images = load_items([items[i] for i in null])
+        n_subjects = len({subjects[i] for i in null})
+        index.calibrate_verification(train.subset(null), images, n_subjects, quantile, reference)
     if out_dir is not None:
         index.save(out_dir)
     return index

@@ -139,8 +139,11 @@ def _flagged_rows(report: dict[str, Any], pictures: dict[str, tuple[Tensor, list
         if not row["flagged"] or row["file"] not in pictures:
             continue
         generated, neighbours = pictures[row["file"]]
-        conf = row.get("confirmation") or {}
+        conf = row.get("verification") or row.get("confirmation") or {}
         words = f"NCC {conf['ncc']:.3f}, SSIM {conf['ssim']:.3f}" if conf else "not confirmed"
+        if row.get("verification"):
+            words = (f"verified {conf['score']:.3f}, {words}, rotation {conf['angle_deg']:.1f}°, "
+                     f"scale {conf['scale']:.2f}{', flipped' if conf['flip'] else ''}")  # fmt: skip
         cells = [_img(thumbnail(generated), f"generated {Path(row['file']).name} ({words})")]
         cells += [
             _img(thumbnail(image), f"{Path(n['file']).name}: {n['similarity']:.3f}")
@@ -163,6 +166,15 @@ def render_html(report: dict[str, Any], pictures: dict[str, tuple[Tensor, list[T
                                    f"({report['mifid']['penalty']:.3g})"),
         ("embedding", f"{emb['name']} (sha256 {emb['sha256'] or 'none'})"),
     ]  # fmt: skip
+    verification = report.get("verification")
+    if verification:
+        decision = (
+            f"verified score > {verification['threshold']:.4f} ({verification['source']}, "
+            f"quantile {verification['quantile']}, n_null {verification['n_null']})"
+        )
+        summary.insert(1, ("decision", decision))
+        summary[2] = ("embedding threshold", summary[2][1] + " (retrieval only)")  # fmt: skip
+    notes = report["calibration"]["notes"] + (verification["notes"] if verification else [])
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>medgen memorization report</title><style>",
         PAGE_STYLE,
@@ -170,7 +182,7 @@ def render_html(report: dict[str, Any], pictures: dict[str, tuple[Tensor, list[T
         f"<p>created {html.escape(report['created'])}</p><table>",
         *[f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in summary],
         "</table>",
-        *[f"<p class='warn'>{html.escape(n)}</p>" for n in report["calibration"]["notes"]],
+        *[f"<p class='warn'>{html.escape(n)}</p>" for n in notes],
         "<h2>Nearest-train similarity</h2>",
         f"<img src='data:image/png;base64,{_histogram_b64(report)}'>",
         "<h2>Flagged samples and their nearest training images</h2>",
@@ -199,16 +211,29 @@ def write_report(
     return json_path, html_path
 
 
+def _verification(match: Any, files: Sequence[str]) -> dict[str, Any] | None:
+    if match.verification is None:
+        return None
+    return {**match.verification.as_dict(), "train_file": files[match.verification.train_index]}
+
+
 def sample_rows(
-    names: Sequence[str], matches: Sequence[Any], confirmations: dict[int, dict[str, Any]]
+    names: Sequence[str], matches: Sequence[Any], confirmations: dict[int, dict[str, Any]], files: Sequence[str] = ()
 ) -> list[dict[str, Any]]:
-    """CONTRACT rows from :class:`~medgen.memorization.index.Match` objects and confirmations by row."""
+    """CONTRACT rows from :class:`~medgen.memorization.index.Match` objects and confirmations by row.
+
+    ``similarity`` is the embedding score of the nearest training image; ``verification`` (two-stage
+    decisions) the best pixel-space match among the top-k: its ``score``, NCC, SSIM, the transform found
+    (flip, angle, scale, shift) and its training file.
+    """
     return [
         {
             "file": name,
             "nearest_train": m.nearest_train,
             "similarity": m.similarity,
+            "verified_score": round(m.verification.score, 4) if m.verification is not None else None,
             "flagged": m.flagged,
+            "verification": _verification(m, files),
             "confirmation": confirmations.get(i),
             "neighbours": [{"file": f, "similarity": s} for f, s in m.neighbours],
         }

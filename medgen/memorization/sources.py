@@ -8,6 +8,7 @@ itself (a volume, or a 2D slice that cannot be grouped).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,9 +71,51 @@ def list_items(source: str | Path, option: str) -> list[SourceItem]:
     return out
 
 
+#: A file-name stem that ends in a slice index: ``brain_012``, ``brain-slice12``, ``brain.z012``, ``brain12``.
+_SLICE_STEM = re.compile(r"^(?P<volume>.*?[A-Za-z].*?)[_\-. ]*(?:slice|slc|sl|z|s)?[_\-. ]*(?P<index>\d+)$", re.I)
+
+
+def slice_subjects(items: Sequence[SourceItem]) -> list[str]:
+    """Subjects of 2D files, grouping slices of one volume that lie side by side in one folder.
+
+    A file whose subject is the file itself (directly in the source folder, no datalist subject) gets the
+    stem without its trailing slice index (``vol3_slice012.png`` → ``vol3``), prefixed by its folder. Kept
+    only when it yields at least two groups (one group would be a single volume: nothing to split); other
+    subjects (per-patient folders, datalist columns) are kept as they are.
+    """
+    grouped = []
+    for item in items:
+        name = Path(item.name)
+        if item.subject != str(name):
+            grouped.append(item.subject)
+            continue
+        stem = name.name.split(".")[0]
+        match = _SLICE_STEM.match(stem)
+        grouped.append(str(name.parent / match.group("volume")) if match else item.subject)
+    return grouped if len(set(grouped)) >= 2 else [item.subject for item in items]
+
+
+def load_one(path: str | Path) -> Tensor:
+    """Load one image as ``(1, *spatial)`` float32 (first channel)."""
+    return load_image(path).as_tensor().float()[:1]
+
+
+class LazyImages(Sequence[Tensor]):
+    """Images of ``items`` loaded one at a time on access (a generated set may not fit in memory)."""
+
+    def __init__(self, items: Sequence[SourceItem]) -> None:
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Tensor:  # type: ignore[override]
+        return load_one(self.items[i].path)
+
+
 def load_items(items: Sequence[SourceItem]) -> list[Tensor]:
     """Load ``(1, *spatial)`` float32 images (first channel) of ``items``."""
-    return [load_image(item.path).as_tensor().float()[:1] for item in items]
+    return [load_one(item.path) for item in items]
 
 
 def embed_items(

@@ -18,8 +18,7 @@ def test_copies_of_indexed_images_are_redrawn_or_dropped(tmp_path: Path, make_ch
     assert main([*base, "--out", str(train)]) == 0
     index = tmp_path / "index"
     assert main(["memorization", "index", "--train", str(train), "--out", str(index), "--embedder", "pixel"]) == 0
-    threshold = json.loads((index / "index.json").read_text())["threshold"]
-    assert threshold < 0.999
+    threshold = json.loads((index / "index.json").read_text())["verification"]["threshold"]
     gated = tmp_path / "gated"
     assert main([*base, "--out", str(gated), "--memorization-index", str(index), "--max-retries", "1"]) == 0
     originals = {hashlib.sha256(p.read_bytes()).hexdigest() for p in train.glob("sample_*.png")}
@@ -31,7 +30,7 @@ def test_copies_of_indexed_images_are_redrawn_or_dropped(tmp_path: Path, make_ch
             continue
         assert row["qc"]["attempts"] == 2  # the first draw was a copy
         assert row["sha256"] not in originals
-        assert not row["memorization"]["flagged"] and row["memorization"]["similarity"] <= threshold
+        assert not row["memorization"]["flagged"] and row["memorization"]["verification"]["score"] <= threshold
     # Rerunning the gated command resumes: nothing is redrawn or duplicated.
     assert main([*base, "--out", str(gated), "--memorization-index", str(index), "--max-retries", "1"]) == 0
     assert [json.loads(line) for line in (gated / "manifest.jsonl").read_text().splitlines()] == rows

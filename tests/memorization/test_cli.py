@@ -6,7 +6,8 @@ from medgen.cli import main
 from tests.memorization.conftest import write_planted
 
 CONTRACT_KEYS = {"threshold", "calibration", "embedding", "n_flagged", "fraction_flagged", "samples"}
-SAMPLE_KEYS = {"file", "nearest_train", "similarity", "flagged", "confirmation"}
+SAMPLE_KEYS = {"file", "nearest_train", "similarity", "verified_score", "flagged", "verification", "confirmation"}
+TRANSFORM_KEYS = {"score", "ncc", "ssim", "flip", "angle_deg", "scale", "shift", "train_file"}
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -22,18 +23,31 @@ def test_cli_writes_the_contract_report(planted_sets, spatial_dims, tmp_path, ca
     assert {"fraction_train_matched", "mifid", "histograms", "published_thresholds"} <= set(report)
     rows = report["samples"]
     assert len(rows) == len(list(folders["generated"].iterdir())) and all(SAMPLE_KEYS <= set(r) for r in rows)
+    threshold = report["verification"]["threshold"]
+    assert report["decision"].startswith("verified") and report["verification"]["source"] == "holdout"
     for row in rows:
         is_copy = "copy_" in row["file"]
         assert row["flagged"] == is_copy, row
+        assert TRANSFORM_KEYS <= set(row["verification"]) and row["verified_score"] == row["verification"]["score"]
+        assert (row["verified_score"] > threshold) == is_copy
         if is_copy:
             source = row["file"].split("_of_")[1][:4]
-            assert f"train_{source}" in row["nearest_train"]
-            assert row["confirmation"]["ncc"] > 0.5
-        else:
-            assert row["confirmation"] is None
+            assert f"train_{source}" in row["verification"]["train_file"]
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 1 + 2 * report["n_flagged"]
     assert "flagged" in capsys.readouterr().err
+
+
+def test_no_verify_keeps_the_embedding_decision(planted_2d, tmp_path):
+    folders = write_planted(planted_2d, tmp_path / "data", n_train=10)
+    out = tmp_path / "report"
+    assert main(["memorization", "--train", str(folders["train"]), "--generated", str(folders["generated"]),
+                 "--out", str(out), "--holdout", str(folders["holdout"]), "--no-verify"]) == 0  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert report["verification"] is None and report["decision"] == "embedding similarity"
+    for row in report["samples"]:
+        assert row["verification"] is None and row["flagged"] == (row["similarity"] > report["threshold"])
+        assert (row["confirmation"] is not None) == row["flagged"]
 
 
 def test_index_and_train_embedder_actions(planted_2d, tmp_path):

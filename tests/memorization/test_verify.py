@@ -1,0 +1,49 @@
+"""Verification stage: similarity alignment in pixel space recovers disguised copies; structure-free images score ~0."""
+
+import pytest
+import torch
+
+from medgen.memorization.augment import elastic, gamma
+from medgen.memorization.verified import MIN_VERIFIED_SCORE
+from medgen.memorization.verify import Verification, prepare, transform, verify_candidates
+
+
+def _disguise(image: torch.Tensor, angle: float, shift: float, scale: float, flip: bool) -> torch.Tensor:
+    """Rotate/shift/scale/flip, warp, bend the contrast, add a 10 % in-plane border: ``(1, *S)`` → ``(1, *S')``."""
+    x = image[None] - image.min()
+    d = x.ndim - 2
+    moved = transform(x, torch.tensor([flip]), torch.tensor([angle]), torch.tensor([scale]), torch.full((1, d), shift))
+    warped = elastic(moved, torch.Generator().manual_seed(0), magnitude=0.01)
+    bent = gamma(warped, torch.tensor([0.7]))
+    border = [max(1, n // 10) for n in bent.shape[2:4] for _ in range(2)][::-1]  # in-plane border
+    return torch.nn.functional.pad(bent, [0, 0] * (d - 2) + border)[0] * 3 + 100
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_disguised_copy_is_found_among_other_subjects(planted_sets, spatial_dims):
+    planted = planted_sets[spatial_dims]
+    source = 3
+    copy = _disguise(planted.train[source], angle=8.0, shift=0.08, scale=1.05, flip=spatial_dims == 2)
+    candidates = [prepare(planted.holdout[i]) for i in range(4)] + [prepare(planted.train[source])]
+    results = verify_candidates(copy, candidates, [100, 101, 102, 103, source])
+    best = results[0]
+    assert isinstance(best, Verification) and best.train_index == source
+    assert best.score > 0.8 and best.score > max(r.score for r in results[1:]) + 0.2
+    assert best.flip == (spatial_dims == 2)
+    assert abs(abs(best.angle_deg) - 8.0) <= 3.0
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_noise_blank_and_constant_images_are_never_copies(planted_sets, spatial_dims):
+    planted = planted_sets[spatial_dims]
+    candidates = [prepare(image) for image in planted.train[:5]]
+    shape = planted.train[0].shape
+    samples = {
+        "noise": torch.randn(shape, generator=torch.Generator().manual_seed(1)),
+        "blank": torch.zeros(shape),
+        "constant": torch.full(shape, 7.0),
+        "uniform noise": torch.rand(shape, generator=torch.Generator().manual_seed(2)) * 1000,
+    }
+    for name, sample in samples.items():
+        best = verify_candidates(sample, candidates, list(range(5)))[0]
+        assert best.score < 0.3 < MIN_VERIFIED_SCORE, (name, best)
