@@ -35,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--real", required=True, metavar="SRC", help="folder of real images or a manifest.jsonl")
     p.add_argument("--fake", required=True, metavar="SRC", help="folder of generated images or a manifest.jsonl")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for report.json and report.html")
+    p.add_argument("--include-qc-failed", action="store_true",
+                   help="also use generated samples that failed quality control (default: skipped; the manifest "
+                        "marks them qc.passed false)")  # fmt: skip
     p.add_argument("--metrics", default=None, help="comma list (default: depends on --paired, see above)")
     p.add_argument("--paired", action="store_true", help="match files by name and compute paired metrics")
     p.add_argument("--mask", default=None, metavar="SRC", help="masks matched by name (paired metrics, SynthRAD)")
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate and write the report."""
     from medgen.evaluation.sources import list_source
 
-    real, fake = list_source(args.real), list_source(args.fake)
+    real, fake = list_source(args.real, args.include_qc_failed), list_source(args.fake, args.include_qc_failed)
     if args.paired:
         json_path, html_path = _paired(args, real, fake)
     else:

@@ -75,7 +75,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--max-retries",
         type=int,
         default=2,
-        help="redraws of a sample failing quality control, with a new seed (default: 2)",
+        help="redraws of a sample failing quality control, with a new seed (default: 2); a sample still failing "
+        "is kept and marked qc.passed false in the manifest, and evaluate/memorization skip it unless "
+        "--include-qc-failed",
     )
     p.add_argument("--raw-weights", action="store_true", help="use the raw training weights, not the EMA ones")
     p.add_argument(
@@ -119,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from medgen.generation.writers import OutputFormat
     from medgen.registry import load_model
 
-    model, _, card, digest = load_model(args.checkpoint, use_ema=not args.raw_weights)
+    model, source, card, digest = load_model(args.checkpoint, use_ema=not args.raw_weights)
     if card.get("family") == "autoencoder":
         raise InputError(
             args.checkpoint,
@@ -141,8 +143,8 @@ def run(args: argparse.Namespace) -> int:
     opts = GenerationOptions(
         num_samples=args.num_samples, out_dir=Path(args.out), seed=args.seed, batch_size=args.batch_size,
         sampler=args.sampler, steps=args.steps, guidance=args.guidance, fmt=fmt, reference=args.reference,
-        max_retries=max(0, args.max_retries), rank=rank, world_size=world, checkpoint=str(args.checkpoint),
-        checkpoint_sha256=digest, command=["medgen", *sys.argv[1:]],
+        max_retries=max(0, args.max_retries), rank=rank, world_size=world, checkpoint=str(source.path.resolve()),
+        checkpoint_sha256=digest, weights="raw" if args.raw_weights else "ema", command=["medgen", *sys.argv[1:]],
     )  # fmt: skip
     gate = None
     if args.memorization_index:
@@ -160,8 +162,9 @@ def run(args: argparse.Namespace) -> int:
         summary = generate(model, opts, plan, card, device, gate=gate)
     state = "complete" if summary.merged else f"shard {rank}/{world} done"
     print(
-        f"generated {summary.written} samples ({summary.skipped} already there, {summary.flagged} flagged by "
-        f"quality control, {summary.dropped} dropped as copies of training images) -> "
+        f"generated {summary.written} samples ({summary.skipped} already there, {summary.flagged} failed quality "
+        f"control: kept, marked in the manifest, skipped by evaluate/memorization unless --include-qc-failed; "
+        f"{summary.dropped} dropped as copies of training images) -> "
         f"{Path(args.out) / 'manifest.jsonl'} [{state}]",
         file=sys.stderr,
     )

@@ -233,10 +233,18 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; the file gets what an ordinary open would give
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
     return final
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back: the OS offers no plain getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _as_array(image: torch.Tensor | np.ndarray) -> np.ndarray:

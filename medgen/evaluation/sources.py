@@ -9,6 +9,7 @@ business and is recorded in the report's protocol.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from medgen.data.datalist import find_records
 from medgen.data.formats import suffix_of
 from medgen.data.io import META_MODALITY, load_image
 from medgen.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,15 +38,21 @@ class ImageItem:
     path: Path
 
 
-def list_source(source: str | Path) -> list[ImageItem]:
+def list_source(source: str | Path, include_qc_failed: bool = False) -> list[ImageItem]:
     """The images of a folder (searched recursively) or of a ``manifest.jsonl`` (its ``file`` fields).
+
+    A folder written by ``medgen generate`` (a ``manifest.jsonl`` at its root) is read through its manifest.
+    Generated samples that failed quality control (``qc.passed`` false) are skipped with a warning unless
+    ``include_qc_failed``.
 
     Raises:
         InputError: Missing source, malformed manifest, a manifest row naming a missing file, or no images.
     """
     src = Path(source)
+    if src.is_dir() and (src / "manifest.jsonl").is_file():
+        src = src / "manifest.jsonl"
     if src.is_file() and src.suffix == ".jsonl":
-        return _from_manifest(src)
+        return _from_manifest(src, include_qc_failed)
     records = find_records(src)
     return [ImageItem(key=_key(Path(r.image)), path=Path(r.image)) for r in records.records]
 
@@ -53,8 +62,8 @@ def _key(path: Path) -> str:
     return path.name[: -len(suffix)] if suffix and path.is_file() else path.name
 
 
-def _from_manifest(manifest: Path) -> list[ImageItem]:
-    items = []
+def _from_manifest(manifest: Path, include_qc_failed: bool) -> list[ImageItem]:
+    items, failed = [], 0
     for i, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -66,12 +75,18 @@ def _from_manifest(manifest: Path) -> list[ImageItem]:
             raise InputError(f"{manifest} line {i}", "row has no 'file' field")
         if row["file"] is None and row.get("dropped"):  # a sample the generation gate dropped: no file
             continue
+        if (row.get("qc") or {}).get("passed") is False and not include_qc_failed:
+            failed += 1
+            continue
         path = manifest.parent / row["file"]
         if not path.exists():
             raise InputError(f"{manifest} line {i}", f"file '{row['file']}' does not exist")
         items.append(ImageItem(key=_key(path), path=path))
+    if failed:
+        log.warning("%s: skipping %d samples that failed quality control (--include-qc-failed keeps them)",
+                    manifest, failed)  # fmt: skip
     if not items:
-        raise InputError(manifest, "manifest has no rows")
+        raise InputError(manifest, "manifest has no rows" if not failed else "every sample failed quality control")
     return items
 
 

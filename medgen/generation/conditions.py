@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,15 @@ class ConditionPlan:
             return float(raw)
         except ValueError:
             raise InputError(f"--condition {name}", f"expected a number, got '{raw}'") from None
+
+    def digest(self) -> str:
+        """sha256 of the conditions: the rows as given and the content of every conditioning image they name."""
+        h = hashlib.sha256(json.dumps(self.rows, sort_keys=True).encode())
+        for path in sorted({row[k] for row in self.rows for k in IMAGE_KEYS if row.get(k)}):
+            if Path(path).is_file():
+                with Path(path).open("rb") as handle:
+                    h.update(hashlib.file_digest(handle, "sha256").digest())
+        return h.hexdigest()
 
     def image_path(self, index: int) -> str | None:
         """The conditioning-image path of sample ``index``."""

@@ -65,12 +65,25 @@ def valid_rows(out_dir: Path) -> dict[int, dict[str, Any]]:
     return found
 
 
-def remove_temporaries(out_dir: Path) -> int:
-    """Delete temp files left by an interrupted run; returns how many."""
-    stale = [p for p in out_dir.glob(".sample_*.tmp*") if p.is_file()]
+def remove_temporaries(out_dir: Path, rank: int = 0, world_size: int = 1) -> int:
+    """Delete the temp files of this shard's samples left by an interrupted run; returns how many.
+
+    Only indices ``rank, rank + world_size, …`` are this process's: another rank's temporaries may be files it
+    is writing right now.
+    """
+    stale = [p for p in out_dir.glob(".sample_*.tmp*") if p.is_file() and _owner(p, world_size) == rank]
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
+
+
+def _owner(temporary: Path, world_size: int) -> int:
+    """The rank that writes a temporary: its sample index modulo ``world_size``; 0 for a name without one.
+
+    ``.sample_000012.png.x1y2.tmp.png`` and ``.sample_000012_mask.png.x1y2.tmp.png`` are sample 12's.
+    """
+    digits = temporary.name[len(".sample_") :].split(".")[0].split("_")[0]
+    return int(digits) % world_size if digits.isdigit() else 0
 
 
 def rewrite(path: Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -107,7 +120,7 @@ def prepare(out_dir: Path, rank: int, world_size: int) -> dict[int, dict[str, An
     The process's own manifest is rewritten to its valid rows, so a torn line or a row whose file went missing
     never stays behind.
     """
-    removed = remove_temporaries(out_dir)
+    removed = remove_temporaries(out_dir, rank, world_size)
     if removed:
         log.info("removed %d temporary files of an interrupted run", removed)
     done = valid_rows(out_dir)

@@ -11,8 +11,6 @@ every process is done, merges the shard manifests on rank 0.
 from __future__ import annotations
 
 import dataclasses
-import logging
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +20,6 @@ from torch.utils.data import DataLoader
 
 from medgen.generation.conditions import ConditionPlan
 from medgen.generation.gate import MemorizationGate
-from medgen.generation.qc import QualityControl
 from medgen.generation.run import (
     Drawn,
     GenerationOptions,
@@ -32,6 +29,7 @@ from medgen.generation.run import (
     draw,
 )
 from medgen.lit.base import GenerativeModule
+from medgen.lit.quiet import quiet_lightning
 
 
 class GenerationTask(pl.LightningModule):
@@ -42,7 +40,6 @@ class GenerationTask(pl.LightningModule):
         opts: The run (``rank``/``world_size`` are taken from the trainer).
         plan: Conditions per sample index.
         card: Model card.
-        qc: Quality-control thresholds.
         gate: Optional memorization gate.
     """
 
@@ -52,13 +49,11 @@ class GenerationTask(pl.LightningModule):
         opts: GenerationOptions,
         plan: ConditionPlan,
         card: dict[str, Any],
-        qc: QualityControl | None = None,
         gate: MemorizationGate | None = None,
     ) -> None:
         super().__init__()
         self.model = model
-        self.opts, self.plan, self.card = opts, plan, card
-        self.qc, self.gate = qc or QualityControl(), gate
+        self.opts, self.plan, self.card, self.gate = opts, plan, card, gate
         self.shard: ShardRun | None = None
 
     def setup(self, stage: str) -> None:
@@ -77,7 +72,7 @@ class GenerationTask(pl.LightningModule):
 
     def predict_step(self, batch: list[int], batch_idx: int) -> list[Drawn]:
         """Draw the samples of ``batch`` (indices), with quality-control and memorization redraws."""
-        return draw(self.model, self.opts, self.plan, [int(i) for i in batch], self.qc, self.device, self.gate)
+        return draw(self.model, self.opts, self.plan, [int(i) for i in batch], self.device, self.gate)
 
 
 class ManifestPredictionWriter(BasePredictionWriter):
@@ -125,7 +120,6 @@ def generate_with_trainer(
     accelerator: str = "auto",
     devices: int = 1,
     num_nodes: int = 1,
-    qc: QualityControl | None = None,
     gate: MemorizationGate | None = None,
 ) -> tuple[GenerationSummary, int]:
     """Generate with ``Trainer.predict`` on ``devices`` × ``num_nodes`` processes (DDP when more than one).
@@ -138,29 +132,26 @@ def generate_with_trainer(
         accelerator: Lightning accelerator (``"auto"``, ``"cpu"``, ``"gpu"``).
         devices: Devices (processes) per node.
         num_nodes: Nodes.
-        qc: Quality-control thresholds.
         gate: Optional memorization gate.
 
     Returns:
         (this process's summary, its global rank).
     """
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    warnings.filterwarnings("ignore", message=".*infer the batch indices.*")  # not needed: batches are indices
-    for name in ("lightning.pytorch", "lightning.fabric"):  # tips and device banners, in every process
-        logging.getLogger(name).setLevel(logging.WARNING)
-    writer = ManifestPredictionWriter()
-    trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy="ddp" if devices * num_nodes > 1 else "auto",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,  # ShardRun shows its own, counted in samples
-        enable_model_summary=False,
-        use_distributed_sampler=False,  # GenerationTask shards the indices itself
-        callbacks=[writer],
-        inference_mode=True,
-    )
-    trainer.predict(GenerationTask(model, opts, plan, card, qc, gate), return_predictions=False)
+    # Tips and device banners, in every process; "infer the batch indices": not needed, batches are indices.
+    with quiet_lightning([".*infer the batch indices"], banners=True):
+        writer = ManifestPredictionWriter()
+        trainer = pl.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy="ddp" if devices * num_nodes > 1 else "auto",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,  # ShardRun shows its own, counted in samples
+            enable_model_summary=False,
+            use_distributed_sampler=False,  # GenerationTask shards the indices itself
+            callbacks=[writer],
+            inference_mode=True,
+        )
+        trainer.predict(GenerationTask(model, opts, plan, card, gate), return_predictions=False)
     return writer.summary, trainer.global_rank

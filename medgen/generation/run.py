@@ -14,7 +14,7 @@ import platform
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -57,10 +57,12 @@ class GenerationOptions:
         fmt: Output format.
         reference: Image whose geometry (rescaled to the sample grid) the outputs take.
         max_retries: Quality-control retries per sample (each with a new derived seed).
+        qc: Quality-control thresholds.
+        weights: ``ema`` (the EMA weights when the run kept them) or ``raw`` (the training weights), as loaded.
         rank: This process's shard.
         world_size: Number of shards.
-        checkpoint: What the model was loaded from (recorded).
-        checkpoint_sha256: sha256 of the weights (recorded).
+        checkpoint: The resolved path the model was loaded from (recorded).
+        checkpoint_sha256: The model's verified sha256: an export card's digest, or the ``.ckpt`` file's (recorded).
         command: The command line (recorded).
     """
 
@@ -74,6 +76,8 @@ class GenerationOptions:
     fmt: OutputFormat = "png"
     reference: str | None = None
     max_retries: int = 2
+    qc: QualityControl = field(default_factory=QualityControl)
+    weights: Literal["ema", "raw"] = "ema"
     rank: int = 0
     world_size: int = 1
     checkpoint: str = ""
@@ -85,8 +89,24 @@ class GenerationOptions:
         return {k: v for k, v in asdict(self).items() if k in _IDENTITY}
 
 
-#: Options that change the files. ``num_samples`` is not one: sample i does not depend on N, so a set can grow.
-_IDENTITY = ("seed", "sampler", "steps", "guidance", "fmt", "reference", "max_retries", "checkpoint_sha256")
+#: Options that change the files, with the flag that sets each. ``num_samples`` is not one: sample i does not
+#: depend on N, so a set can grow. :func:`run_identity` adds the conditions and the memorization index.
+_IDENTITY = {
+    "seed": "--seed", "sampler": "--sampler", "steps": "--steps", "guidance": "--guidance", "fmt": "--format",
+    "reference": "--reference", "max_retries": "--max-retries", "qc": "quality-control thresholds",
+    "weights": "--raw-weights", "checkpoint_sha256": "--checkpoint (its weights)",
+    "conditions": "--condition/--conditions-csv", "memorization_index": "--memorization-index",
+}  # fmt: skip
+
+
+def run_identity(opts: GenerationOptions, plan: ConditionPlan, gate: MemorizationGate | None) -> dict[str, Any]:
+    """Everything that determines the files of a run.
+
+    That is :meth:`GenerationOptions.identity`, the conditions (rows and conditioning-image contents,
+    :meth:`ConditionPlan.digest`) and the memorization index.
+    """
+    index = str(Path(gate.path).resolve()) if gate else None
+    return {**opts.identity(), "conditions": plan.digest(), "memorization_index": index}
 
 
 @dataclass
@@ -116,16 +136,22 @@ def resolved_sampling(model: GenerativeModule, opts: GenerationOptions) -> tuple
     return opts.sampler or default, steps, guidance
 
 
-def _check_run(out_dir: Path, opts: GenerationOptions) -> None:
-    """Refuse to mix samples of different options in one folder."""
+def _check_run(out_dir: Path, identity: dict[str, Any]) -> None:
+    """Refuse to mix samples of different options in one folder, or to resume one whose record is unreadable.
+
+    Raises:
+        InputError: ``generation.json`` is not a JSON record, or an option of :func:`run_identity` differs.
+    """
     path = out_dir / "generation.json"
     if not path.is_file():
         return
     try:
-        before = json.loads(path.read_text()).get("options", {})
-    except json.JSONDecodeError:
-        return
-    changed = [k for k, v in opts.identity().items() if k in before and before[k] != v]
+        before = json.loads(path.read_text()).get("options")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        before = None
+    if not isinstance(before, dict):
+        raise InputError(path, "is not a readable run record (expected JSON with 'options'); use a new --out folder")
+    changed = [_IDENTITY.get(k, k) for k, v in identity.items() if k in before and before[k] != v]
     if changed:
         raise InputError(
             out_dir,
@@ -133,13 +159,15 @@ def _check_run(out_dir: Path, opts: GenerationOptions) -> None:
         )
 
 
-def _write_run_record(out_dir: Path, opts: GenerationOptions, device: torch.device, extra: dict[str, Any]) -> None:
+def _write_run_record(
+    out_dir: Path, opts: GenerationOptions, identity: dict[str, Any], device: torch.device, extra: dict[str, Any]
+) -> None:
     import diffusers
     import monai
 
     record = {
         "command": opts.command,
-        "options": {**opts.identity(), "num_samples": opts.num_samples, "batch_size": opts.batch_size,
+        "options": {**identity, "num_samples": opts.num_samples, "batch_size": opts.batch_size,
                     "world_size": opts.world_size},
         "checkpoint": opts.checkpoint,
         "checkpoint_sha256": opts.checkpoint_sha256,
@@ -185,13 +213,14 @@ class ShardRun:
         self.opts, self.plan, self.card, self.device, self.gate = opts, plan, card, device, gate
         self.out = Path(opts.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        _check_run(self.out, opts)
+        self.identity = run_identity(opts, plan, gate)
+        _check_run(self.out, self.identity)
         done = manifest.prepare(self.out, opts.rank, opts.world_size)
         mine = range(opts.rank, opts.num_samples, opts.world_size)
         self.todo = [i for i in mine if i not in done]
         self.summary = GenerationSummary(skipped=len(mine) - len(self.todo))
         if opts.rank == 0:
-            _write_run_record(self.out, opts, device, {"started": _now()})
+            _write_run_record(self.out, opts, self.identity, device, {"started": _now()})
         self.size = tuple(model.image_size or ())
         ref = opts.reference
         self.affine = reference_affine(ref, self.size) if ref else grid_affine(card.get("spacing"), len(self.size))
@@ -243,7 +272,8 @@ class ShardRun:
         """Merge the shard manifests if every index is done (``merge``), record the run's end; the summary."""
         self.summary.merged = merge and manifest.merge_parts(self.out, self.opts.num_samples)
         if self.opts.rank == 0 or self.summary.merged:
-            _write_run_record(self.out, self.opts, self.device, {"finished": _now(), "complete": self.summary.merged})
+            end = {"finished": _now(), "complete": self.summary.merged}
+            _write_run_record(self.out, self.opts, self.identity, self.device, end)
         return self.summary
 
 
@@ -253,7 +283,6 @@ def generate(
     plan: ConditionPlan,
     card: dict[str, Any],
     device: torch.device,
-    qc: QualityControl | None = None,
     gate: MemorizationGate | None = None,
 ) -> GenerationSummary:
     """Generate this shard's missing samples into ``opts.out_dir`` and record them, in this process.
@@ -264,19 +293,17 @@ def generate(
         plan: Conditions per sample index.
         card: Model card (``intensity`` and ``spacing`` of the training data are used).
         device: Where to sample.
-        qc: Quality-control thresholds.
         gate: Memorization gate: samples copying training images are redrawn, and dropped if they still copy.
 
     Returns:
         The run's :class:`GenerationSummary`.
     """
-    qc = qc or QualityControl()
     shard = ShardRun(model, opts, plan, card, device, gate)
     model = model.to(device)
     batch_invariant_on_cpu(model, device)
     try:
         for batch in shard.batches():
-            shard.record(draw(model, opts, plan, batch, qc, device, gate))
+            shard.record(draw(model, opts, plan, batch, device, gate))
     finally:
         shard.close()
     return shard.finish()
@@ -307,6 +334,7 @@ def _sample_row(
         "intensity": _unit(opts.fmt, card.get("intensity")),
         "modality": card.get("modality"),
         "qc": {"passed": not issues, "issues": issues, "attempts": attempts},
+        "weights": opts.weights,
         "created": _now(),
     }
 
@@ -325,7 +353,6 @@ def draw(
     opts: GenerationOptions,
     plan: ConditionPlan,
     indices: list[int],
-    qc: QualityControl,
     device: torch.device,
     gate: MemorizationGate | None,
 ) -> list[Drawn]:
@@ -344,7 +371,7 @@ def draw(
         verdicts: list[GateResult | None] = list(gate.check(samples)) if gate else [None] * len(pending)
         retry = []
         for i, sample, verdict in zip(pending, samples, verdicts, strict=True):
-            issues = qc.issues(sample)
+            issues = opts.qc.issues(sample)
             results[i] = (sample, attempt + 1, issues, verdict)
             if (issues or (verdict is not None and verdict.flagged)) and attempt < opts.max_retries:
                 retry.append(i)

@@ -39,12 +39,14 @@ class SourceItem:
     name: str
 
 
-def list_items(source: str | Path, option: str) -> list[SourceItem]:
+def list_items(source: str | Path, option: str, include_qc_failed: bool = False) -> list[SourceItem]:
     """The files of a source with their subjects.
 
     Args:
         source: Folder, datalist, ``demo:<kind>`` or ``manifest.jsonl``.
         option: The CLI option the source came from (named in errors).
+        include_qc_failed: Keep generated samples that failed quality control (a ``manifest.jsonl``, or a
+            folder written by ``medgen generate``); skipped by default.
 
     Raises:
         InputError: Missing or empty source (message names ``option`` and the path).
@@ -53,8 +55,8 @@ def list_items(source: str | Path, option: str) -> list[SourceItem]:
     if not text.startswith("demo:") and not Path(text).exists():
         raise InputError(option, f"'{text}' does not exist (expected a folder of images, a datalist or manifest.jsonl)")
     try:
-        if text.endswith(".jsonl"):
-            items = list_source(text)
+        if text.endswith(".jsonl") or (Path(text) / "manifest.jsonl").is_file():
+            items = list_source(text, include_qc_failed)
             return [SourceItem(i.path, i.key, i.path.name) for i in items]
         datalist = find_records(text)
     except InputError as exc:
