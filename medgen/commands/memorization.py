@@ -60,6 +60,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--train", default=None, metavar="SRC", help="training images: folder, CSV/JSON datalist, demo:KIND")
     p.add_argument("--generated", default=None, metavar="SRC", help="generated images: folder or manifest.jsonl")
+    p.add_argument("--include-qc-failed", action="store_true",
+                   help="also check generated samples that failed quality control (default: skipped; the "
+                        "manifest marks them qc.passed false)")  # fmt: skip
     p.add_argument("--out", default=None, metavar="DIR", help="output folder for report.json and report.html")
     p.add_argument("--index", default=None, metavar="DIR", help="use a prebuilt index instead of --train")
     p.add_argument("--top-k", type=_positive, default=None,
@@ -117,7 +120,7 @@ def _detect(args: argparse.Namespace) -> int:
             raise InputError(f"--{option}", "required")
     report = detect_memorization(
         args.train, args.generated, args.out, args.holdout, args.embedder, args.quantile, args.top_k, args.index,
-        args.verify,
+        args.verify, args.include_qc_failed,
     )  # fmt: skip
     _warn(report["calibration"]["notes"] + ((report.get("verification") or {}).get("notes") or []))
     print(

@@ -47,6 +47,7 @@ def detect_memorization(
     top_k: int | None = None,
     index_dir: str | Path | None = None,
     verify: bool = True,
+    include_qc_failed: bool = False,
 ) -> dict[str, Any]:
     """Check a generated set against a training set and write the report.
 
@@ -60,6 +61,7 @@ def detect_memorization(
         top_k: Training candidates retrieved (and verified) per sample (default: 20 with verification, else 5).
         index_dir: A prebuilt index folder instead of ``train``/``holdout``/``embedder``/``quantile``.
         verify: Two stages (retrieval, then pixel verification decides); False: the embedding decides.
+        include_qc_failed: Check generated samples that failed quality control too (skipped by default).
 
     Returns:
         The ``report.json`` object (also written, with ``report.html``, into ``out_dir``).
@@ -74,7 +76,7 @@ def detect_memorization(
     if not verify:
         index.verification = None
     top_k = top_k or (DEFAULT_TOP_K if verify else 5)
-    items = list_items(generated, "--generated")
+    items = list_items(generated, "--generated", include_qc_failed)
     result = search(embed_items(index.embedder, items, "--generated", query=True), index.train, top_k)
     verified = verify_search(LazyImages(items), result, index.images, "verify candidates") if verify else None
     matches = index.matches(result, verified)
