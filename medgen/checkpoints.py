@@ -1,24 +1,36 @@
 """Loading trained medgen models from Lightning checkpoints, without the training config.
 
 Checkpoints carry a ``medgen`` block (module class, network and objective configs, sample size), so a model
-is rebuilt from the checkpoint alone. Loading uses ``torch.load(weights_only=True)``: a checkpoint cannot
-run code.
+is rebuilt from the checkpoint alone. Loading uses ``torch.load(weights_only=True)``, and the classes a
+checkpoint or an exported ``config.yaml`` may name are an allow-list (:data:`MODULE_CLASSES` for the module,
+:data:`COMPONENT_CLASSES` for its parts): a file cannot choose which code runs beyond those constructors.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from medgen.config import instantiate
+from medgen.config import Allowed, construct, instantiate, is_class_config, resolve_class
 from medgen.errors import InputError
 from medgen.lit.base import GenerativeModule
+from medgen.objectives import DiffusionObjective, FlowObjective
 
 #: Constructor arguments that are objects, rebuilt from their ``class_config`` in the ``medgen`` block.
 COMPONENTS = ("net", "objective", "autoencoder")
+
+#: What a checkpoint's ``medgen.module`` or an export's ``model.class_path`` may name.
+MODULE_CLASSES = (Allowed("medgen.lit.", GenerativeModule),)
+
+#: What the module's parts (networks, autoencoders, objectives; nested too) may name.
+COMPONENT_CLASSES = (
+    Allowed("medgen.nets.", nn.Module),
+    Allowed("medgen.objectives.", DiffusionObjective),
+    Allowed("medgen.objectives.", FlowObjective),
+)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -59,16 +71,28 @@ def load_module(path: str | Path, use_ema: bool = True, map_location: str | torc
 def module_from_checkpoint(ckpt: dict[str, Any], path: str | Path, use_ema: bool = True) -> GenerativeModule:
     """Rebuild the module of a checkpoint dict already read by :func:`read_checkpoint` (``path`` for errors)."""
     meta = ckpt["medgen"]
-    module_path = str(meta["module"])
-    if not module_path.startswith("medgen."):
-        raise InputError(path, f"checkpoint names a module outside medgen ('{module_path}')")
-    module_name, _, class_name = module_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
-    parts = {k: instantiate(meta[k]) for k in COMPONENTS if isinstance(meta.get(k), dict)}
-    module: GenerativeModule = cls(**parts, **hparams)
+    hparams = {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if not k.startswith("_")}
+    parts = {k: meta[k] for k in COMPONENTS if isinstance(meta.get(k), dict)}
+    module = build_module(str(meta["module"]), {**hparams, **parts}, path)
     state = ckpt["state_dict"] if use_ema else ckpt.get("current_model_state", ckpt["state_dict"])
     module.load_state_dict(state)
     if meta.get("image_size"):
         module.image_size = tuple(meta["image_size"])
     return module.eval()
+
+
+def build_module(class_path: str, init_args: dict[str, Any], source: str | Path) -> GenerativeModule:
+    """An allow-listed module built from ``init_args`` whose class configs are allow-listed components.
+
+    Args:
+        class_path: Dotted path of a :class:`~medgen.lit.base.GenerativeModule` subclass.
+        init_args: Constructor arguments; ``{"class_path", "init_args"}`` values are built first.
+        source: The checkpoint or config file, named in errors.
+
+    Raises:
+        InputError: A class outside :data:`MODULE_CLASSES` / :data:`COMPONENT_CLASSES`, or bad arguments.
+    """
+    cls = resolve_class(class_path, MODULE_CLASSES, source)
+    args = {k: instantiate(v, COMPONENT_CLASSES, source) if is_class_config(v) else v for k, v in init_args.items()}
+    module: GenerativeModule = construct(cls, args, source)
+    return module

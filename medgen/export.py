@@ -2,12 +2,16 @@
 
 The folder holds ``config.yaml`` (the resolved ``model:`` section, usable as a ``medgen fit --config``),
 ``model.safetensors`` (EMA weights when the run kept them) and ``model_card.json`` (what the model is, what
-it was trained on, the weights' sha256). Lightning checkpoints also hold optimizer state and RNG states and
-are loaded with ``torch.load``; an exported folder is the format to share.
+it was trained on, the sha256 of both files under ``files``). The card's ``sha256`` is the digest of the card
+without that field (:func:`card_digest`), so it covers the weights, the config and the card: one hash
+identifies the model. Lightning checkpoints also hold optimizer state and RNG states and are loaded with
+``torch.load``; an exported folder is the format to share, and it is self-contained (a ControlNet's base
+weights are in ``model.safetensors``; nothing refers to the training files).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ from medgen.evaluation.features import file_sha256
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.yaml", "model.safetensors", "model_card.json"
 
 #: Init arguments that describe how a model was trained rather than what it is.
-_TRAINING_ONLY = ("init_from", "init_strict", "freeze", "autoencoder_from")
+_TRAINING_ONLY = ("init_from", "init_strict", "init_min_match", "freeze", "autoencoder_from")
 
 
 def model_config(module_path: str, meta: dict[str, Any], hparams: dict[str, Any]) -> dict[str, Any]:
@@ -58,18 +62,34 @@ def card_fields(name: str, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_card(
-    name: str, meta: dict[str, Any], sha256: str, licence: str, source: str, metrics: dict[str, Any] | None
+    name: str, meta: dict[str, Any], files: dict[str, str], licence: str, source: str, metrics: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """The card: :func:`card_fields` plus metrics, licence, the weights' sha256 and versions."""
-    return {
+    """The card: :func:`card_fields` plus metrics, licence, versions, the files' sha256 and its own digest.
+
+    Args:
+        name: Model name.
+        meta: The checkpoint's ``medgen`` block.
+        files: sha256 of each file of the folder (``config.yaml``, ``model.safetensors``).
+        licence: Licence of the weights.
+        source: The checkpoint it was exported from.
+        metrics: Evaluation results to record.
+    """
+    card = {
         **card_fields(name, meta),
         "metrics": metrics or {},
         "licence": licence,
-        "sha256": sha256,
+        "files": dict(files),
         "source_checkpoint": source,
         "medgen_version": __version__,
         "trained_with_medgen": meta.get("version"),
     }
+    return {**card, "sha256": card_digest(card)}
+
+
+def card_digest(card: dict[str, Any]) -> str:
+    """sha256 of the card without its ``sha256`` field (canonical JSON: sorted keys, no spaces)."""
+    body = {k: v for k, v in card.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def export_checkpoint(
@@ -101,7 +121,8 @@ def export_checkpoint(
     weights = atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     meta = ckpt["medgen"]
     config = model_config(str(meta["module"]), meta, dict(ckpt.get("hyper_parameters", {})))
-    atomic_write(out / CONFIG_FILE, lambda tmp: tmp.write_text(yaml.safe_dump(config, sort_keys=False)))
-    card = model_card(name or out.resolve().name, meta, file_sha256(weights), licence, str(checkpoint), metrics)
+    written = atomic_write(out / CONFIG_FILE, lambda tmp: tmp.write_text(yaml.safe_dump(config, sort_keys=False)))
+    files = {CONFIG_FILE: file_sha256(written), WEIGHTS_FILE: file_sha256(weights)}
+    card = model_card(name or out.resolve().name, meta, files, licence, str(checkpoint), metrics)
     atomic_write(out / CARD_FILE, lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
     return out

@@ -1,14 +1,20 @@
 """Finding and loading trained models: a ``.ckpt``, an exported folder, or a registry name.
 
-The registry is every exported folder (one holding ``model_card.json``) directly under the search path:
-``./checkpoints``, the ``checkpoints/`` folder of a source checkout, and the folders listed in
-``MEDGEN_CHECKPOINTS`` (``os.pathsep``-separated). Loading an exported folder verifies the weights' sha256
-against the card first, and reads them with safetensors, which cannot run code.
+The registry is every exported folder (one holding ``model_card.json``) directly under the search path, in
+this order: the folders listed in ``MEDGEN_CHECKPOINTS`` (``os.pathsep``-separated), then the ``checkpoints/``
+folder of the installed package's source tree. The current directory is never searched, so a ``./checkpoints``
+folder cannot take over a name. Loading an exported folder verifies ``config.yaml``, ``model.safetensors`` and
+the card against the card's sha256 first, reads the weights with safetensors (which cannot run code) and
+builds only allow-listed classes (:data:`medgen.checkpoints.MODULE_CLASSES`).
+
+Cards written before the card covered ``config.yaml`` (no ``files`` field) still load: their weights are
+verified and a warning says that the config is not covered; re-export the model to cover it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +25,16 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from medgen.checkpoints import module_from_checkpoint, read_checkpoint
-from medgen.config import instantiate
+from medgen.checkpoints import build_module, module_from_checkpoint, read_checkpoint
 from medgen.errors import InputError
 from medgen.evaluation.features import file_sha256
-from medgen.export import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, card_fields
+from medgen.export import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, card_digest, card_fields
 from medgen.lit.base import GenerativeModule
+
+log = logging.getLogger(__name__)
+
+#: The ``checkpoints/`` folder beside the installed ``medgen`` package (a source checkout or editable install).
+PACKAGE_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 
 
 @dataclass(frozen=True)
@@ -48,9 +58,12 @@ class ModelSource:
 
 
 def search_path() -> list[Path]:
-    """Registry folders, in lookup order (existing ones only, no duplicates)."""
-    candidates = [Path.cwd() / "checkpoints", Path(__file__).resolve().parents[1] / "checkpoints"]
-    candidates += [Path(p) for p in os.environ.get("MEDGEN_CHECKPOINTS", "").split(os.pathsep) if p]
+    """Registry folders in lookup order: ``MEDGEN_CHECKPOINTS``, then :data:`PACKAGE_CHECKPOINTS`.
+
+    Existing folders only, without duplicates; never the current directory.
+    """
+    candidates = [Path(p) for p in os.environ.get("MEDGEN_CHECKPOINTS", "").split(os.pathsep) if p]
+    candidates.append(PACKAGE_CHECKPOINTS)
     seen: list[Path] = []
     for c in candidates:
         if c.is_dir() and c.resolve() not in seen:
@@ -70,19 +83,25 @@ def list_models() -> list[ModelSource]:
 def resolve(ref: str | Path) -> ModelSource:
     """Turn a ``.ckpt`` path, an exported folder or a registry name into a :class:`ModelSource`.
 
+    A bare name that is both a registry model and a file or folder in the current directory is refused as
+    ambiguous (write ``./NAME`` for the local one), so a local folder cannot stand in for a registry model.
+
     Raises:
-        InputError: Nothing of that name exists.
+        InputError: Nothing of that name exists, or a bare name is ambiguous.
     """
     path = Path(ref)
+    named = [s for s in list_models() if s.name == str(ref)]
+    if named and path.exists() and len(path.parts) == 1 and not str(ref).startswith("."):
+        raise InputError(ref, f"is both a registry model ({named[0].path}) and a local path; write ./{ref} "
+                              "for the local one or give the registry folder's full path")  # fmt: skip
     if path.is_file():
         return ModelSource("checkpoint", path, path.stem)
     if path.is_dir():
         if not (path / CARD_FILE).is_file():
             raise InputError(path, f"not an exported model folder (no {CARD_FILE}); export one with medgen export")
         return ModelSource("export", path, path.name)
-    for source in list_models():
-        if source.name == str(ref):
-            return source
+    if named:
+        return named[0]
     names = ", ".join(s.name for s in list_models()) or "none"
     raise InputError(ref, f"no such checkpoint file, exported folder or registry name (registry has: {names})")
 
@@ -99,24 +118,44 @@ def read_card(folder: Path) -> dict[str, Any]:
 
 
 def verify(source: ModelSource) -> str:
-    """Check the weights' sha256 against the card; returns the digest.
+    """Check an export's files and card against the card's sha256; returns the digest that identifies the model.
+
+    For an export: each file's sha256 must equal the card's ``files`` entry, and the card's ``sha256`` the
+    digest of the rest of the card (:func:`~medgen.export.card_digest`). For a ``.ckpt``: its file sha256.
 
     Raises:
-        InputError: The weights file is missing or its sha256 differs from the card's.
+        InputError: A file is missing, or a file or the card differs from what the card records.
     """
     if source.kind == "checkpoint":
         read_checkpoint(source.path)  # readable, medgen metadata present
         return file_sha256(source.path)
     card = read_card(source.path)
-    weights = source.weights_file
-    if not weights.is_file():
-        raise InputError(weights, "weights file is missing")
-    digest = file_sha256(weights)
+    files = card.get("files")
+    if files is None:  # card written before it covered config.yaml: only the weights are covered
+        log.warning("%s: this card's sha256 covers the weights only, not %s; re-export the model to cover it",
+                    source.path / CARD_FILE, CONFIG_FILE)  # fmt: skip
+        _check_file(source.weights_file, str(card["sha256"]))
+        return str(card["sha256"])
+    if not isinstance(files, dict) or sorted(files) != sorted((CONFIG_FILE, WEIGHTS_FILE)):
+        raise InputError(source.path / CARD_FILE, f"'files' must give the sha256 of {CONFIG_FILE} and {WEIGHTS_FILE}")
+    for name, expected in files.items():
+        _check_file(source.path / name, str(expected))
+    digest = card_digest(card)
     if digest != card["sha256"]:
         raise InputError(
-            weights, f"sha256 {digest[:16]}… does not match the model card's {str(card['sha256'])[:16]}… (tampered?)"
+            source.path / CARD_FILE,
+            f"card contents hash to {digest[:16]}…, not its sha256 {str(card['sha256'])[:16]}… (edited?)",
         )
     return digest
+
+
+def _check_file(path: Path, expected: str) -> None:
+    """Raise :class:`InputError` unless ``path`` exists and its sha256 is ``expected``."""
+    if not path.is_file():
+        raise InputError(path, "file is missing from the exported folder")
+    digest = file_sha256(path)
+    if digest != expected:
+        raise InputError(path, f"sha256 {digest[:16]}… does not match the model card's {expected[:16]}… (tampered?)")
 
 
 def load_weights(source: ModelSource) -> dict[str, torch.Tensor]:
@@ -132,14 +171,13 @@ def load_exported(folder: str | Path) -> GenerativeModule:
     """Rebuild a module from an exported folder, weights verified; in eval mode."""
     source = ModelSource("export", Path(folder), Path(folder).name)
     state = load_weights(source)
+    config_file = source.path / CONFIG_FILE
     try:
-        config = yaml.safe_load((source.path / CONFIG_FILE).read_text())["model"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-        raise InputError(source.path / CONFIG_FILE, f"unreadable model config ({exc})") from None
-    try:
-        module: GenerativeModule = instantiate(config)  # builds the nested net and objective too
-    except ValueError as exc:  # a class outside medgen
-        raise InputError(source.path / CONFIG_FILE, str(exc)) from None
+        config = yaml.safe_load(config_file.read_text())["model"]
+        class_path, init_args = str(config["class_path"]), dict(config.get("init_args") or {})
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(config_file, f"unreadable model config ({exc})") from None
+    module = build_module(class_path, init_args, config_file)  # builds the nested net and objective too
     module.load_state_dict(state)
     return module.eval()
 

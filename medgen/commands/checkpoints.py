@@ -13,16 +13,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "checkpoints",
         help="list, show or verify exported models (checkpoints/ and MEDGEN_CHECKPOINTS folders)",
         description=(
-            "The registry is every exported model folder (medgen export) under ./checkpoints, the source "
-            "checkout's checkpoints/ and the folders in MEDGEN_CHECKPOINTS (separated by ':'). A registry name "
-            "works wherever a checkpoint path does (generate, fit --model.init_from)."
+            "The registry is every exported model folder (medgen export) under the folders in MEDGEN_CHECKPOINTS "
+            "(separated by ':', searched first), then the installed source tree's checkpoints/; the current "
+            "directory is not searched. A registry name works wherever a checkpoint path does (generate, fit "
+            "--model.init_from)."
         ),
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("list", help="one model per line: name, family, spatial dims, modality, image size, path")
     show = actions.add_parser("show", help="print a model's card (JSON)")
     show.add_argument("name", metavar="NAME", help="registry name, exported folder or .ckpt")
-    check = actions.add_parser("verify", help="check the weights' sha256 against the card (exit 2 on mismatch)")
+    check = actions.add_parser("verify", help="verify config, weights and card against the card sha256 (exit 2 if not)")
     check.add_argument("path", metavar="PATH", help="exported folder, registry name or .ckpt")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
     p.set_defaults(func=run)

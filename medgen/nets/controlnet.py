@@ -32,6 +32,8 @@ class ControlNetUNet(nn.Module):
         freeze_base: Train only the ControlNet.
         embedding_channels: Channels of the control-image embedding convolutions (one entry keeps full resolution).
         base_weights: Optional medgen ``.ckpt`` whose network weights (EMA when present) initialise the base.
+            Not recorded in :attr:`config`: once loaded, those weights are part of this net's state dict, so a
+            checkpoint or export of it is self-contained and never re-reads (or needs) that file.
     """
 
     def __init__(
@@ -44,7 +46,8 @@ class ControlNetUNet(nn.Module):
         base_weights: str | None = None,
     ) -> None:
         super().__init__()
-        self.config = class_config(self, {k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        recorded = {k: v for k, v in locals().items() if k not in ("self", "__class__", "base_weights")}
+        self.config = class_config(self, recorded)
         self.config["init_args"]["base"] = base.config
         self.base = base
         if base_weights:

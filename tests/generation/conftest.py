@@ -45,11 +45,17 @@ def write_checkpoint(
         )
     else:
         module = FlowMatchingModule(net, solver="euler", num_inference_steps=3, sample_size=size)
-    meta = module.medgen_metadata()
-    meta["data"] = {"data_dir": "demo:mri", "modality": "mri", "spacing": [1.5, 2.0, 2.5][:spatial_dims],
+    return save_checkpoint(module, path)
+
+
+def save_checkpoint(module: torch.nn.Module, path: Path) -> Path:
+    """``module`` saved as ``medgen fit`` would: state dict, hyper-parameters and the ``medgen`` block."""
+    meta = module.medgen_metadata()  # type: ignore[operator]
+    meta["data"] = {"data_dir": "demo:mri", "modality": "mri", "spacing": [1.5, 2.0, 2.5][: meta["spatial_dims"]],
                     "intensity": {"kind": "percentile", "low": 0.5, "high": 99.5}, "n_train": 10, "n_subjects": 2,
                     "vocab": {}}  # fmt: skip
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "medgen": meta}, path)
+    hparams = dict(module.hparams)  # type: ignore[arg-type]
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": hparams, "medgen": meta}, path)
     return path
 
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from medgen.cli import main
+from medgen.export import card_digest
 from tests.generation.conftest import CheckpointFactory
 
 
@@ -26,7 +27,9 @@ def test_export_then_generate_equals_checkpoint(
     assert main(["export", str(ckpt), str(exported), "--licence", "CC-BY-4.0"]) == 0
     assert sorted(p.name for p in exported.iterdir()) == ["config.yaml", "model.safetensors", "model_card.json"]
     card = json.loads((exported / "model_card.json").read_text())
-    assert card["sha256"] == hashlib.sha256((exported / "model.safetensors").read_bytes()).hexdigest()
+    for file in ("config.yaml", "model.safetensors"):
+        assert card["files"][file] == hashlib.sha256((exported / file).read_bytes()).hexdigest()
+    assert card["sha256"] == card_digest(card)
     assert card["name"] == "tiny-model" and card["spatial_dims"] == spatial_dims and card["licence"] == "CC-BY-4.0"
     assert card["family"] == {"latent": "latent-diffusion"}.get(family, family)
     assert card["modality"] == "mri" and card["spacing"] == [1.5, 2.0, 2.5][:spatial_dims]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from medgen.checkpoints import COMPONENT_CLASSES
 from medgen.config import instantiate
 from medgen.nets.condition import Condition
 from medgen.nets.controlnet import ControlNetUNet
@@ -41,7 +42,7 @@ def test_controlnet_starts_as_base_and_learns_to_use_control(spatial_dims: int) 
 
 def test_controlnet_config_round_trip_and_base_weights(tmp_path: Path) -> None:
     net = ControlNetUNet(_base(2), embedding_channels=(8,))
-    rebuilt = instantiate(net.config)
+    rebuilt = instantiate(net.config, COMPONENT_CLASSES)
     rebuilt.load_state_dict(net.state_dict())
     x, t = torch.randn(1, 1, 8, 8), torch.tensor([3])
     c = Condition(control=torch.rand(1, 1, 8, 8))

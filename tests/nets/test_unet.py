@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from medgen.checkpoints import COMPONENT_CLASSES
 from medgen.config import instantiate
 from medgen.errors import InputError
 from medgen.nets.condition import Condition
@@ -74,7 +75,7 @@ def test_gradient_checkpointing_changes_nothing_but_memory(spatial_dims: int) ->
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_config_round_trip(spatial_dims: int) -> None:
     net = _net(spatial_dims, conditions=SPECS)
-    rebuilt = instantiate(net.config)
+    rebuilt = instantiate(net.config, COMPONENT_CLASSES)
     rebuilt.load_state_dict(net.state_dict())
     x, t = _x(spatial_dims), torch.tensor([1, 2])
     c = Condition(values=torch.tensor([[1.0, 70.0], [2.0, 40.0]]))
