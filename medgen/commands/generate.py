@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     rows = [{**r, **given} for r in rows] if rows else ([given] if given else [])
     if args.conditions_csv and args.num_samples > len(rows):
         raise InputError(args.conditions_csv, f"has {len(rows)} rows but --num-samples is {args.num_samples}")
-    plan = make_plan(model.net, dict(card.get("conditions", {}).get("vocab") or {}), rows)
+    plan = make_plan(model.net, dict(card.get("conditions", {}).get("vocab") or {}), rows, card)
     fmt: OutputFormat = args.format or ("nifti" if model.spatial_dims == 3 else "png")
     if fmt == "png" and model.spatial_dims == 3:
         raise InputError("--format", "png is for 2D samples; use nifti, mha, nrrd or npy for volumes")

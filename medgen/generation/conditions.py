@@ -3,7 +3,8 @@
 Value conditions (class labels, scalars) are the net's condition columns; text values are coded with the
 training data's vocabulary. A column left out is null (NaN), which a model trained with condition dropout
 reads as "unconditional" for that column. Image conditions (``mask=PATH``, ``image=PATH``) feed the net's
-conditioning-image channels or its ControlNet; they are read, oriented and resized to the sample grid.
+conditioning-image channels or its ControlNet; they go through the data module's own steps (RAS, the modality
+preset for images but never for masks, keep-aspect resize and pad), as in training.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import functools
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from medgen.data.presets import IntensityPreset
 from medgen.errors import InputError
 from medgen.nets.condition import Condition
 
@@ -36,12 +37,16 @@ class ConditionPlan:
         names: The net's value-condition columns, in order.
         vocab: Text values of text columns, in code order.
         image_field: ``image`` or ``control`` when the net takes a conditioning image, else ``None``.
+        modality: The training data's modality (normalises conditioning images, never masks).
+        preset: The training data's intensity preset.
     """
 
     rows: list[dict[str, str]]
     names: list[str]
     vocab: dict[str, list[str]]
     image_field: str | None
+    modality: str = "auto"
+    preset: IntensityPreset = field(default_factory=IntensityPreset)
 
     def row(self, index: int) -> dict[str, str]:
         """The raw conditions of sample ``index`` (the last row repeats for a single ``--condition`` set)."""
@@ -116,8 +121,32 @@ def read_sweep(path: str | Path) -> list[dict[str, str]]:
     return rows
 
 
-def make_plan(net: Any, vocab: dict[str, list[str]], rows: list[dict[str, str]]) -> ConditionPlan:
+def preset_of(card: dict[str, Any]) -> tuple[str, IntensityPreset]:
+    """(modality, intensity preset) of the training data, from a model card's ``modality`` and ``intensity``."""
+    intensity, modality = card.get("intensity") or {}, str(card.get("modality") or "auto")
+    if modality not in ("ct", "mri", "xray"):
+        return "auto", IntensityPreset()
+    kind = intensity.get("kind")
+    if kind == "window":
+        return modality, IntensityPreset(ct_window=(float(intensity["low"]), float(intensity["high"])))
+    if kind == "zscore":
+        return modality, IntensityPreset(mri_zscore=True)
+    if kind == "percentile":
+        pct = (float(intensity["low"]), float(intensity["high"]))
+        return modality, IntensityPreset(mri_percentiles=pct, xray_percentiles=pct)
+    return modality, IntensityPreset()
+
+
+def make_plan(
+    net: Any, vocab: dict[str, list[str]], rows: list[dict[str, str]], card: dict[str, Any] | None = None
+) -> ConditionPlan:
     """Check the given keys against what ``net`` takes and build the plan.
+
+    Args:
+        net: The network (its ``condition_names``, ``image_channels`` and ``control_channels`` are read).
+        vocab: Text values of text columns, in code order.
+        rows: Conditions per sample index.
+        card: Model card: the training data's ``modality`` and ``intensity`` normalise conditioning images.
 
     Raises:
         InputError: A key the net does not take, or a conditioning image the net needs but was not given.
@@ -136,25 +165,32 @@ def make_plan(net: Any, vocab: dict[str, list[str]], rows: list[dict[str, str]])
             raise InputError("--condition", "the model needs a conditioning image: pass mask=PATH or image=PATH")
     if image_field and not rows:
         raise InputError("--condition", "the model needs a conditioning image: pass mask=PATH or image=PATH")
-    return ConditionPlan(rows, names, vocab, image_field)
+    return ConditionPlan(rows, names, vocab, image_field, *preset_of(card or {}))
 
 
 @functools.lru_cache(maxsize=64)
-def load_condition_image(path: str, size: tuple[int, ...], is_mask: bool) -> torch.Tensor:
-    """A conditioning image on the sample grid: ``(1, *size)``; masks nearest-resized, images preset-normalised.
+def load_condition_image(
+    path: str, size: tuple[int, ...], is_mask: bool, modality: str = "auto", preset: IntensityPreset | None = None
+) -> torch.Tensor:
+    """A conditioning image as the data module presents it in training: ``(1, *size)``.
 
-    Cached: one ``--condition mask=PATH`` serves every sample, every retry and the paired mask output. Callers
-    must not modify the returned tensor.
+    The data module's own chain (:func:`medgen.data.transforms.volume_chain` and
+    :class:`~medgen.data.transforms.SizeTod`): read, a volume reoriented to RAS, the ``modality``/``preset``
+    intensity mapping for images (never for masks), keep-aspect resize and pad (nearest, background 0, for
+    masks). Cached: one ``--condition mask=PATH`` serves every sample, every retry and the paired mask output.
+    Callers must not modify the returned tensor.
     """
-    from medgen.data.io import load_image
-    from medgen.data.presets import ModalityIntensity
+    from monai.transforms import Compose
 
-    image = load_image(path, spatial_dims=len(size))
-    data = torch.as_tensor(image if is_mask else ModalityIntensity("auto")(image)).float()
-    if tuple(data.shape[1:]) != size:
-        mode = "nearest" if is_mask else ("bilinear" if len(size) == 2 else "trilinear")
-        data = F.interpolate(data[None], size=size, mode=mode)[0]
-    return data
+    from medgen.data.datasets import reraise_medgen
+    from medgen.data.transforms import SizeTod, ToSampled, volume_chain
+
+    if is_mask:  # the chain's image slot carries a copy that is dropped: any fixed preset serves
+        modality, preset = "mri", IntensityPreset()
+    chain = Compose([*volume_chain(len(size), modality, preset or IntensityPreset(), None), SizeTod(size)])
+    data = {"image": path, "mask": path} if is_mask else {"image": path}
+    out = reraise_medgen(lambda: ToSampled()(chain(data)))
+    return out["mask" if is_mask else "image"]
 
 
 def batch_condition(plan: ConditionPlan, indices: list[int], size: tuple[int, ...]) -> Condition | None:
@@ -169,7 +205,7 @@ def batch_condition(plan: ConditionPlan, indices: list[int], size: tuple[int, ..
             row = plan.row(i)
             path = plan.image_path(i)
             assert path is not None
-            tensors.append(load_condition_image(path, size, is_mask=bool(row.get("mask"))))
+            tensors.append(load_condition_image(path, size, bool(row.get("mask")), plan.modality, plan.preset))
         image = torch.stack(tensors)
     cond = Condition(values=values, image=image if plan.image_field == "image" else None,
                      control=image if plan.image_field == "control" else None)  # fmt: skip

@@ -40,18 +40,31 @@ def grid_affine(spacing: list[float] | None, spatial_dims: int) -> np.ndarray:
 
 
 def reference_affine(path: str | Path, size: tuple[int, ...]) -> np.ndarray:
-    """The affine of a reference image, rescaled so its field of view spans a ``size`` grid.
+    """The RAS affine of a ``size`` grid that covers a reference image's field of view.
+
+    Samples are RAS-ordered (the data module reorients training volumes to RAS), so a 3D reference is
+    reoriented to RAS first: an LPS or LAS reference gives the same world positions, not a flipped volume.
+    Rescaling keeps the outer voxel edges in place, so the first voxel centre moves by half the change of
+    voxel size (the corner voxels of a same-sized grid are the reference's).
 
     Raises:
         InputError: The reference has a different number of spatial dimensions.
     """
+    from monai.transforms import Orientation
+
     ref = load_image(path)
     shape = tuple(ref.shape[1:])
     if len(shape) != len(size):
         raise InputError(path, f"reference is {len(shape)}D but the samples are {len(size)}D")
-    affine = np.asarray(ref.affine, dtype=np.float64).copy()
+    if len(shape) == 3:
+        ref = Orientation(axcodes="RAS", labels=None)(ref)
+        shape = tuple(ref.shape[1:])
+    source = np.asarray(ref.affine, dtype=np.float64)
+    affine = source.copy()
     for axis, (n_ref, n_out) in enumerate(zip(shape, size, strict=True)):
-        affine[:3, axis] *= n_ref / n_out
+        scale = n_ref / n_out
+        affine[:3, axis] = source[:3, axis] * scale
+        affine[:3, 3] += source[:3, axis] * (scale - 1.0) / 2.0
     return affine
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -137,9 +139,53 @@ def test_reference_image_sets_the_geometry(
     args = ["generate", "--checkpoint", str(ckpt), "--num-samples", "1", "--out", str(out), "--format", "nifti"]
     assert main([*args, "--reference", str(tmp_path / "ref.nii.gz")]) == 0
     img = nib.load(out / "sample_000000.nii.gz")
-    # The reference's field of view on the (twice coarser) sample grid.
+    # The reference's field of view on the (twice coarser) sample grid: the outer voxel edges stay in place,
+    # so the first voxel centre moves by half a reference voxel.
     np.testing.assert_allclose(img.header.get_zooms()[:spatial_dims], np.diag(ref_affine)[:spatial_dims] * 2)
-    np.testing.assert_allclose(img.affine[:3, 3], ref_affine[:3, 3])
+    origin = ref_affine[:3, 3] + np.r_[np.diag(ref_affine)[:spatial_dims] / 2, np.zeros(3 - spatial_dims)]
+    np.testing.assert_allclose(img.affine[:3, 3], origin)
+
+
+def _corners(shape: tuple[int, ...], to_world: Callable[[tuple[float, ...]], np.ndarray]) -> np.ndarray:
+    """World (RAS) positions of the corner voxel centres, sorted so that two grids can be compared as sets."""
+    points = np.array([to_world(c) for c in itertools.product(*[(0, n - 1) for n in shape])])
+    return points[np.lexsort(points.T[::-1])]
+
+
+@pytest.mark.parametrize("codes", ["LPS", "LAS"])
+def test_a_non_ras_reference_keeps_world_positions(
+    tmp_path: Path, make_checkpoint: CheckpointFactory, codes: str
+) -> None:
+    """The samples are RAS-ordered: an LPS/LAS reference must place them, not flip them, and the corner voxels
+    of a same-sized grid sit where the reference's do (read back with nibabel and with SimpleITK)."""
+    import SimpleITK as sitk
+
+    ckpt = make_checkpoint(3)
+    signs = [1.0 if c in "RAS" else -1.0 for c in codes]
+    ref_affine = np.diag([*(s * v for s, v in zip(signs, (0.5, 0.7, 0.9), strict=True)), 1.0])
+    ref_affine[:3, 3] = [10.0, -20.0, 30.0]
+    ref_path = tmp_path / "ref.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), ref_affine), ref_path)
+    assert nib.aff2axcodes(ref_affine) == tuple(codes)
+    out = tmp_path / "gen"
+    args = ["generate", "--checkpoint", str(ckpt), "--num-samples", "1", "--out", str(out), "--format", "nifti"]
+    assert main([*args, "--reference", str(ref_path)]) == 0
+    sample = out / "sample_000000.nii.gz"
+    img = nib.load(sample)
+    assert nib.aff2axcodes(img.affine) == ("R", "A", "S")  # RAS-ordered voxels, RAS axes: no flip
+
+    def nib_world(path: Path) -> Callable[[tuple[float, ...]], np.ndarray]:
+        affine = nib.load(path).affine
+        return lambda ijk: nib.affines.apply_affine(affine, ijk)
+
+    def sitk_world(path: Path) -> Callable[[tuple[float, ...]], np.ndarray]:
+        image = sitk.ReadImage(str(path))
+        return lambda ijk: np.array(image.TransformContinuousIndexToPhysicalPoint(ijk)) * [-1, -1, 1]  # LPS->RAS
+
+    expected = _corners((8, 8, 8), nib_world(ref_path))
+    np.testing.assert_allclose(_corners((8, 8, 8), nib_world(sample)), expected, atol=1e-5)
+    np.testing.assert_allclose(_corners((8, 8, 8), sitk_world(sample)), expected, atol=1e-5)
+    np.testing.assert_allclose(_corners((8, 8, 8), sitk_world(ref_path)), expected, atol=1e-5)
 
 
 def test_conditions_from_options_and_csv(tmp_path: Path, make_checkpoint: CheckpointFactory) -> None:
