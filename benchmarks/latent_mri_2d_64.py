@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="reuse the last.ckpt of a stage already trained under --out"
     )
+    parser.add_argument("--include-qc-failed", action="store_true", help="evaluate samples that failed QC too")
     args = parser.parse_args()
     out: Path = args.out.resolve()
     times: dict[str, float] = {}
@@ -125,7 +126,8 @@ def main() -> None:
     n_real = write_real_slices(out / "real_slices")
     evaluation = out / "evaluation"
     times["evaluate"] = medgen(["evaluate", "--real", str(out / "real_slices"), "--fake", str(generated),
-                                "--out", str(evaluation), "--window", "0,255", "--seed", "0"])  # fmt: skip
+                                "--out", str(evaluation), "--window", "0,255", "--seed", "0",
+                                *(["--include-qc-failed"] if args.include_qc_failed else [])])  # fmt: skip
     report = json.loads((evaluation / "report.json").read_text())
     metrics = report["metrics"]
     start = time.perf_counter()
