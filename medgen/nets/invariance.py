@@ -1,4 +1,4 @@
-"""Batch-invariant inference: sample ``i`` comes out bit-identical whatever batch it is computed in.
+"""Batch-invariant inference: sample ``i`` comes out bit-identical whatever batch, process or thread count.
 
 Two CPU kernels make a network's output for one row depend on the batch size:
 
@@ -9,9 +9,17 @@ Two CPU kernels make a network's output for one row depend on the batch size:
 :func:`make_batch_invariant` swaps every ``nn.Linear`` for :class:`RowwiseLinear`, which reduces each row on
 its own for 2-D inputs (tokens of 3-D inputs already are), and :func:`batch_invariant_kernels` turns oneDNN
 off for the block so convolutions run per image (im2col + GEMM). Together they make CPU generation
-independent of ``--batch-size``. On CUDA, cuDNN may still choose algorithms by batch size; GPU results are
-reproducible for a fixed batch size and device, which medgen records in the manifest. Nothing in torch or
-MONAI offers a batch-invariant mode, hence this module.
+independent of ``--batch-size``.
+
+A third dependence is the intra-op thread count: how a reduction (a BLAS GEMM, a norm, an attention block)
+is split over threads can change its summation order (reported for 3D models on one machine: files differing
+by up to 6e-8 between ``OMP_NUM_THREADS=1`` and ``2``, and so between one process and Lightning's DDP
+children, which get ``cores // processes`` threads). :func:`batch_invariant_kernels` therefore runs the block
+on one intra-op thread; CPU throughput comes from processes (``--devices N --accelerator cpu``).
+
+On CUDA, cuDNN may still choose algorithms by batch size; GPU results are reproducible for a fixed batch size
+and device, which medgen records in the manifest. Nothing in torch or MONAI offers a batch-invariant mode,
+hence this module.
 """
 
 from __future__ import annotations
@@ -59,13 +67,19 @@ def make_batch_invariant(module: nn.Module) -> nn.Module:
 
 @contextmanager
 def batch_invariant_kernels(device: torch.device | str) -> Iterator[None]:
-    """Inside the block, CPU convolutions avoid oneDNN (whose algorithm depends on the batch size)."""
+    """Inside the block, CPU kernels avoid oneDNN and run on one intra-op thread.
+
+    oneDNN picks its algorithm by batch size; the summation order of a reduction split over threads depends
+    on the thread count. Both settings are restored on exit.
+    """
     if torch.device(device).type != "cpu":
         yield
         return
-    before = torch.backends.mkldnn.enabled
+    before, threads = torch.backends.mkldnn.enabled, torch.get_num_threads()
     torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
+    torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.backends.mkldnn.enabled = before  # type: ignore[assignment]
+        torch.set_num_threads(threads)

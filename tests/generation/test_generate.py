@@ -16,8 +16,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from medgen.cli import main
+from medgen.nets.invariance import batch_invariant_kernels
 from tests.generation.conftest import CheckpointFactory
 
 
@@ -56,6 +58,36 @@ def test_same_files_for_any_batch_size_and_rerun(
     out = tmp_path / "other_seed"
     assert main(["generate", "--checkpoint", str(ckpt), "--num-samples", "2", "--out", str(out), "--format", fmt]) == 0
     assert set(_hashes(out).values()).isdisjoint(runs["b1"].values())
+
+
+def test_cpu_sampling_runs_on_one_intra_op_thread() -> None:
+    """The batch-invariant block pins the thread count (a split reduction's order depends on it) and restores it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with batch_invariant_kernels("cpu"):
+            assert torch.get_num_threads() == 1 and not torch.backends.mkldnn.enabled
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(("spatial_dims", "family"), [(2, "diffusion"), (3, "flow"), (3, "diffusion")])
+def test_same_files_for_one_and_two_intra_op_threads(
+    tmp_path: Path, make_checkpoint: CheckpointFactory, spatial_dims: int, family: str
+) -> None:
+    ckpt = make_checkpoint(spatial_dims, family)
+    threads, hashes = torch.get_num_threads(), []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out = tmp_path / f"threads_{n}"
+            args = ["generate", "--checkpoint", str(ckpt), "--num-samples", "3", "--out", str(out), "--format", "npy"]
+            assert main([*args, "--batch-size", "2"]) == 0
+            hashes.append(_hashes(out))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(hashes[0]) == 3 and hashes[0] == hashes[1]
 
 
 def test_subset_regenerates_identically(tmp_path: Path, make_checkpoint: CheckpointFactory) -> None:
@@ -296,9 +328,15 @@ def test_lightning_predict_with_ddp_matches_one_process(
     ckpt = make_checkpoint(spatial_dims)
     args = ["generate", "--checkpoint", str(ckpt), "--num-samples", "5", "--format", "npy", "--batch-size", "2"]
     single = tmp_path / "single"
-    assert main([*args, "--out", str(single)]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the DDP children below run on one thread each: the files must not differ
+    try:
+        assert main([*args, "--out", str(single)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     ddp = tmp_path / "ddp"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
     done = subprocess.run(
         [sys.executable, "-m", "medgen", *args, "--out", str(ddp), "--devices", "2", "--accelerator", "cpu"],
         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
@@ -308,6 +346,8 @@ def test_lightning_predict_with_ddp_matches_one_process(
     assert _hashes(ddp) == _hashes(single)
     rows = _rows(ddp)
     assert [r["index"] for r in rows] == list(range(5))
+    size = [16, 16] if spatial_dims == 2 else [8, 8, 8]
+    assert all(r["shape"] == size for r in rows)  # rank 1 drew 1 and 3, rank 0 drew 0, 2 and 4
     assert all(hashlib.sha256((ddp / r["file"]).read_bytes()).hexdigest() == r["sha256"] for r in rows)
     assert not list(ddp.glob("manifest.part-*"))
     record = json.loads((ddp / "generation.json").read_text())
