@@ -28,7 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "Compare generated images with real ones and write DIR/report.json and DIR/report.html. Unpaired "
             f"sets (default metrics {DEFAULT_UNPAIRED}) use features of --extractor on intensities mapped to "
             "[-1, 1] by --window (else the modality's training preset), with a real-vs-real split-half baseline "
-            f"and bootstrap CIs. --paired matches files by name (default metrics {DEFAULT_PAIRED}) and works on "
+            "and 95 % CIs (unpaired: subsamples of half the images or 3D volumes, without replacement; paired: a "
+            f"bootstrap of the per-pair mean). --paired matches files by name (default metrics {DEFAULT_PAIRED}) and "
+            "works on "
             "the stored intensities, clipped to --window when given; --data-range states their range."
         ),
     )
@@ -51,9 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--weights", default=None, help="weights file of the extractor (default: installed/MEDGEN_WEIGHTS_DIR)"
     )
-    p.add_argument(
-        "--bootstrap", type=int, default=200, help="bootstrap resamples for 95%% CIs (default: 200; 0: none)"
-    )
+    p.add_argument("--bootstrap", type=int, default=200, help="resamples for the 95%% CIs (default: 200; 0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of baselines and bootstraps (default: 0)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
     p.set_defaults(func=run)
