@@ -51,6 +51,7 @@ def card_fields(name: str, meta: dict[str, Any]) -> dict[str, Any]:
         "image_size": meta.get("image_size"),
         "spacing": data.get("spacing"),
         "intensity": data.get("intensity"),
+        "preprocessing": data.get("preprocessing") or {},
         "conditions": {
             "values": net_args.get("conditions", []),
             "vocab": data.get("vocab", {}),

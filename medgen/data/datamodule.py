@@ -191,7 +191,9 @@ class MedicalImageDataModule(L.LightningDataModule):
             ``image_size``, ``spacing`` of the training grid in mm (``target_spacing`` or the first image's
             spacing scaled by the resize; ``None`` when the files carry none), ``intensity`` (how stored values
             map to the model's [-1, 1]: ``{"kind": "window", "low", "high"}`` for CT, invertible to HU; else
-            ``{"kind": "percentile"|"zscore"}``, not invertible), ``n_train``, ``n_subjects`` and ``vocab``.
+            ``{"kind": "percentile"|"zscore"}``, not invertible), ``preprocessing`` (``target_spacing`` and
+            ``resize_mode``: generation prepares conditioning images the same way), ``n_train``, ``n_subjects``
+            and ``vocab``.
         """
         records = [] if self.datalist is None else self.datalist.records
         modality, spacing = self._grid_of_first_image()
@@ -205,6 +207,10 @@ class MedicalImageDataModule(L.LightningDataModule):
             "n_train": None if self.train_set is None else len(self.train_set),  # type: ignore[arg-type]
             "n_subjects": len({r.subject for r in records}),
             "vocab": self.condition_vocab,
+            "preprocessing": {
+                "target_spacing": None if self.config.target_spacing is None else list(self.config.target_spacing),
+                "resize_mode": self.config.resize_mode,
+            },
         }
 
     def _grid_of_first_image(self) -> tuple[str, list[float] | None]:

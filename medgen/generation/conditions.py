@@ -3,8 +3,8 @@
 Value conditions (class labels, scalars) are the net's condition columns; text values are coded with the
 training data's vocabulary. A column left out is null (NaN), which a model trained with condition dropout
 reads as "unconditional" for that column. Image conditions (``mask=PATH``, ``image=PATH``) feed the net's
-conditioning-image channels or its ControlNet; they go through the data module's own steps (RAS, the modality
-preset for images but never for masks, keep-aspect resize and pad), as in training.
+conditioning-image channels or its ControlNet; they go through the data module's own steps (RAS, the training
+spacing, the modality preset for images but never for masks, the training resize mode), as in training.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from medgen.data.presets import IntensityPreset
+from medgen.data.transforms import ResizeMode
 from medgen.errors import InputError
 from medgen.nets.condition import Condition
 
@@ -37,16 +38,14 @@ class ConditionPlan:
         names: The net's value-condition columns, in order.
         vocab: Text values of text columns, in code order.
         image_field: ``image`` or ``control`` when the net takes a conditioning image, else ``None``.
-        modality: The training data's modality (normalises conditioning images, never masks).
-        preset: The training data's intensity preset.
+        chain: How the training data module prepared images (conditioning images are prepared the same way).
     """
 
     rows: list[dict[str, str]]
     names: list[str]
     vocab: dict[str, list[str]]
     image_field: str | None
-    modality: str = "auto"
-    preset: IntensityPreset = field(default_factory=IntensityPreset)
+    chain: TrainingChain = field(default_factory=lambda: TrainingChain())
 
     def row(self, index: int) -> dict[str, str]:
         """The raw conditions of sample ``index`` (the last row repeats for a single ``--condition`` set)."""
@@ -121,20 +120,41 @@ def read_sweep(path: str | Path) -> list[dict[str, str]]:
     return rows
 
 
-def preset_of(card: dict[str, Any]) -> tuple[str, IntensityPreset]:
-    """(modality, intensity preset) of the training data, from a model card's ``modality`` and ``intensity``."""
-    intensity, modality = card.get("intensity") or {}, str(card.get("modality") or "auto")
-    if modality not in ("ct", "mri", "xray"):
-        return "auto", IntensityPreset()
-    kind = intensity.get("kind")
-    if kind == "window":
-        return modality, IntensityPreset(ct_window=(float(intensity["low"]), float(intensity["high"])))
-    if kind == "zscore":
-        return modality, IntensityPreset(mri_zscore=True)
-    if kind == "percentile":
-        pct = (float(intensity["low"]), float(intensity["high"]))
-        return modality, IntensityPreset(mri_percentiles=pct, xray_percentiles=pct)
-    return modality, IntensityPreset()
+@dataclass(frozen=True)
+class TrainingChain:
+    """The data module's preparation of training images, as a model card records it.
+
+    Attributes:
+        modality: ``ct``, ``mri``, ``xray`` or ``auto``.
+        preset: The intensity preset (images only; masks are never normalised).
+        target_spacing: The spacing images were resampled to before sizing (None: the file's grid).
+        resize_mode: ``resize`` (keep aspect, pad) or ``pad_crop`` (keep voxel size).
+    """
+
+    modality: str = "auto"
+    preset: IntensityPreset = field(default_factory=IntensityPreset)
+    target_spacing: tuple[float, ...] | None = None
+    resize_mode: ResizeMode = "resize"
+
+    @classmethod
+    def from_card(cls, card: dict[str, Any]) -> TrainingChain:
+        """From a card's ``modality``, ``intensity`` and ``preprocessing`` (older cards: the defaults)."""
+        prep = card.get("preprocessing") or {}
+        spacing = prep.get("target_spacing")
+        geometry: dict[str, Any] = {"target_spacing": None if spacing is None else tuple(float(v) for v in spacing),
+                                    "resize_mode": prep.get("resize_mode") or "resize"}  # fmt: skip
+        intensity, modality = card.get("intensity") or {}, str(card.get("modality") or "auto")
+        kind = intensity.get("kind") if modality in ("ct", "mri", "xray") else None
+        if kind == "window":
+            preset = IntensityPreset(ct_window=(float(intensity["low"]), float(intensity["high"])))
+        elif kind == "zscore":
+            preset = IntensityPreset(mri_zscore=True)
+        elif kind == "percentile":
+            pct = (float(intensity["low"]), float(intensity["high"]))
+            preset = IntensityPreset(mri_percentiles=pct, xray_percentiles=pct)
+        else:
+            return cls(**geometry)
+        return cls(modality, preset, **geometry)
 
 
 def make_plan(
@@ -146,7 +166,7 @@ def make_plan(
         net: The network (its ``condition_names``, ``image_channels`` and ``control_channels`` are read).
         vocab: Text values of text columns, in code order.
         rows: Conditions per sample index.
-        card: Model card: the training data's ``modality`` and ``intensity`` normalise conditioning images.
+        card: Model card: conditioning images are prepared as its :class:`TrainingChain` says.
 
     Raises:
         InputError: A key the net does not take, or a conditioning image the net needs but was not given.
@@ -165,31 +185,33 @@ def make_plan(
             raise InputError("--condition", "the model needs a conditioning image: pass mask=PATH or image=PATH")
     if image_field and not rows:
         raise InputError("--condition", "the model needs a conditioning image: pass mask=PATH or image=PATH")
-    return ConditionPlan(rows, names, vocab, image_field, *preset_of(card or {}))
+    return ConditionPlan(rows, names, vocab, image_field, TrainingChain.from_card(card or {}))
 
 
 @functools.lru_cache(maxsize=64)
 def load_condition_image(
-    path: str, size: tuple[int, ...], is_mask: bool, modality: str = "auto", preset: IntensityPreset | None = None
+    path: str, size: tuple[int, ...], is_mask: bool, chain: TrainingChain | None = None
 ) -> torch.Tensor:
     """A conditioning image as the data module presents it in training: ``(1, *size)``.
 
-    The data module's own chain (:func:`medgen.data.transforms.volume_chain` and
-    :class:`~medgen.data.transforms.SizeTod`): read, a volume reoriented to RAS, the ``modality``/``preset``
-    intensity mapping for images (never for masks), keep-aspect resize and pad (nearest, background 0, for
-    masks). Cached: one ``--condition mask=PATH`` serves every sample, every retry and the paired mask output.
-    Callers must not modify the returned tensor.
+    The data module's own steps (:func:`medgen.data.transforms.volume_chain` and
+    :class:`~medgen.data.transforms.SizeTod`) with the training ``chain``: read, a volume reoriented to RAS,
+    resampled to the target spacing, the intensity preset for images (never for masks), sized by the
+    training resize mode (nearest and background 0 for masks). Cached: one ``--condition mask=PATH`` serves
+    every sample, every retry and the paired mask output. Callers must not modify the returned tensor.
     """
     from monai.transforms import Compose
 
     from medgen.data.datasets import reraise_medgen
     from medgen.data.transforms import SizeTod, ToSampled, volume_chain
 
-    if is_mask:  # the chain's image slot carries a copy that is dropped: any fixed preset serves
-        modality, preset = "mri", IntensityPreset()
-    chain = Compose([*volume_chain(len(size), modality, preset or IntensityPreset(), None), SizeTod(size)])
+    chain = chain or TrainingChain()
+    modality, preset = (chain.modality, chain.preset) if not is_mask else ("mri", IntensityPreset())
+    spacing = chain.target_spacing if chain.target_spacing and len(chain.target_spacing) == len(size) else None
+    # A mask rides in the chain's mask slot; the image slot's copy (any fixed preset serves) is dropped.
+    steps = Compose([*volume_chain(len(size), modality, preset, spacing), SizeTod(size, chain.resize_mode)])
     data = {"image": path, "mask": path} if is_mask else {"image": path}
-    out = reraise_medgen(lambda: ToSampled()(chain(data)))
+    out = reraise_medgen(lambda: ToSampled()(steps(data)))
     return out["mask" if is_mask else "image"]
 
 
@@ -205,7 +227,7 @@ def batch_condition(plan: ConditionPlan, indices: list[int], size: tuple[int, ..
             row = plan.row(i)
             path = plan.image_path(i)
             assert path is not None
-            tensors.append(load_condition_image(path, size, bool(row.get("mask")), plan.modality, plan.preset))
+            tensors.append(load_condition_image(path, size, bool(row.get("mask")), plan.chain))
         image = torch.stack(tensors)
     cond = Condition(values=values, image=image if plan.image_field == "image" else None,
                      control=image if plan.image_field == "control" else None)  # fmt: skip

@@ -257,7 +257,7 @@ class ShardRun:
             mask = self.plan.row(index).get("mask")
             if mask:  # paired output: the conditioning mask on the sample's grid and geometry
                 mask_path = out / f"sample_{index:06d}_mask.{EXTENSIONS[opts.fmt]}"
-                labels = load_condition_image(mask, self.size, True, self.plan.modality, self.plan.preset)
+                labels = load_condition_image(mask, self.size, True, self.plan.chain)
                 write_mask(labels, mask_path, opts.fmt, self.affine)
                 row.update(mask_file=mask_path.name, mask_sha256=file_sha256(mask_path))
             self.writer.append(row)

@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from medgen.cli import main
 from medgen.data.datalist import ImageRecord
@@ -14,9 +15,12 @@ from medgen.data.datasets import PipelineConfig, SampleDataset
 from tests.generation.conftest import CheckpointFactory
 
 
-@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize(
+    ("spatial_dims", "preprocessing"),
+    [(2, {}), (3, {}), (3, {"target_spacing": [1.6, 1.6, 1.6], "resize_mode": "pad_crop"})],
+)
 def test_a_non_square_lps_mask_conditions_as_in_training(
-    tmp_path: Path, make_checkpoint: CheckpointFactory, spatial_dims: int
+    tmp_path: Path, make_checkpoint: CheckpointFactory, spatial_dims: int, preprocessing: dict
 ) -> None:
     shape = (24, 12) if spatial_dims == 2 else (12, 8, 6)
     size = (16, 16) if spatial_dims == 2 else (8, 8, 8)
@@ -28,10 +32,17 @@ def test_a_non_square_lps_mask_conditions_as_in_training(
     nib.save(nib.Nifti1Image(labels, lps), mask)
     nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(size=shape).astype(np.float32), lps), image)
     # What the data module presents to the net in training.
-    config = PipelineConfig(spatial_dims=spatial_dims, image_size=size, modality="mri")
+    spacing = preprocessing.get("target_spacing")
+    config = PipelineConfig(spatial_dims=spatial_dims, image_size=size, modality="mri",
+                            target_spacing=tuple(spacing) if spacing else None,
+                            resize_mode=preprocessing.get("resize_mode", "resize"))  # fmt: skip
     trained_on = SampleDataset([ImageRecord(str(image), "s", str(mask))], config, cache="none")[0]["mask"][0]
     assert len(np.unique(trained_on.numpy())) == 3
     ckpt = make_checkpoint(spatial_dims, image_channels=1)
+    if preprocessing:  # a model trained on resampled, padded/cropped volumes (its card says so)
+        saved = torch.load(ckpt, weights_only=False)
+        saved["medgen"]["data"]["preprocessing"] = preprocessing
+        torch.save(saved, ckpt)
     out = tmp_path / "gen"
     args = ["generate", "--checkpoint", str(ckpt), "--num-samples", "1", "--out", str(out), "--format", "nifti"]
     assert main([*args, "--steps", "1", "--condition", f"mask={mask}"]) == 0
