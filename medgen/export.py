@@ -26,17 +26,26 @@ from medgen.evaluation.features import file_sha256
 
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.yaml", "model.safetensors", "model_card.json"
 
-#: Init arguments that describe how a model was trained rather than what it is.
-_TRAINING_ONLY = ("init_from", "init_strict", "init_min_match", "freeze", "autoencoder_from")
+#: Init arguments that describe how a model was trained rather than what it is (at any nesting level; a
+#: ControlNet's ``base_weights`` file is in the exported weights, which is what keeps an export self-contained).
+_TRAINING_ONLY = ("init_from", "init_strict", "init_min_match", "freeze", "autoencoder_from", "base_weights")
 
 
 def model_config(module_path: str, meta: dict[str, Any], hparams: dict[str, Any]) -> dict[str, Any]:
     """The ``model:`` section that rebuilds the module: class path, net, objective and hyper-parameters."""
     init_args = {k: v for k, v in hparams.items() if not k.startswith("_") and k not in _TRAINING_ONLY}
-    init_args.update({k: meta[k] for k in COMPONENTS if meta.get(k) is not None})
+    init_args.update({k: _what_it_is(meta[k]) for k in COMPONENTS if meta.get(k) is not None})
     if meta.get("image_size"):
         init_args["sample_size"] = list(meta["image_size"])
     return {"model": {"class_path": module_path, "init_args": init_args}}
+
+
+def _what_it_is(config: Any) -> Any:
+    """A component's class config without :data:`_TRAINING_ONLY` arguments, nested configs included."""
+    if not isinstance(config, dict) or "class_path" not in config:
+        return config
+    args = {k: _what_it_is(v) for k, v in (config.get("init_args") or {}).items() if k not in _TRAINING_ONLY}
+    return {**config, "init_args": args}
 
 
 def card_fields(name: str, meta: dict[str, Any]) -> dict[str, Any]:

@@ -148,6 +148,11 @@ def test_controlnet_export_is_self_contained(tmp_path: Path, spatial_dims: int) 
     ckpt = save_checkpoint(module, tmp_path / "controlnet.ckpt")
     exported = tmp_path / "exported"
     assert main(["export", str(ckpt), str(exported)]) == 0
+    old = torch.load(ckpt, weights_only=True)  # checkpoints written before the net config dropped base_weights
+    old["medgen"]["net"]["init_args"]["base_weights"] = str(base_file)
+    torch.save(old, tmp_path / "old.ckpt")
+    assert main(["export", str(tmp_path / "old.ckpt"), str(tmp_path / "old_export")]) == 0
+    assert "base.ckpt" not in (tmp_path / "old_export" / "config.yaml").read_text()
     mask = tmp_path / "mask.nii.gz"
     nib.save(nib.Nifti1Image(np.pad(np.ones([4] * spatial_dims, np.float32), 2), np.eye(4)), mask)
     args = ["generate", "--num-samples", "1", "--format", "npy", "--condition", f"mask={mask}"]
