@@ -8,24 +8,19 @@ model. The resolved config is saved as ``config.yaml`` in the run's log folder, 
 
 from __future__ import annotations
 
-import logging
 import sys
-import warnings
 from collections.abc import Sequence
 
 from lightning.pytorch.cli import LightningCLI
 
 from medgen.data.datamodule import MedicalImageDataModule
 from medgen.lit.base import GenerativeModule
+from medgen.lit.quiet import quiet_lightning
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-
-
-class _NoTips(logging.Filter):
-    """Drops Lightning's product tips ("💡 Tip: ... try installing litlogger") from medgen's output."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip:" not in record.getMessage()
+#: Warnings that say nothing to a medgen user: medgen's loaders are fast without workers on small data, and
+#: a mid-epoch resume is exact here (the data module restores the epoch's position).
+_EXPECTED_WARNINGS = (".*does not have many workers", ".*resuming from a checkpoint that ended before the epoch ended")
 
 
 class MedgenCLI(LightningCLI):
@@ -33,23 +28,22 @@ class MedgenCLI(LightningCLI):
 
 
 def run(subcommand: str, argv: Sequence[str]) -> int:
-    """Run one LightningCLI subcommand with ``argv`` (options after the subcommand)."""
-    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _NoTips) for f in rank_zero_log.filters):
-        rank_zero_log.addFilter(_NoTips())
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+    """Run one LightningCLI subcommand with ``argv`` (options after the subcommand).
+
+    LightningCLI reads the command line from ``sys.argv``, set here to this command: Lightning's DDP launcher
+    starts the other processes with ``sys.argv``, so they run the same command.
+    """
     saved_argv = sys.argv
-    sys.argv = ["medgen"]  # LightningCLI warns when both sys.argv and args are set
+    sys.argv = [saved_argv[0] if saved_argv else "medgen", subcommand, *argv]
     try:
-        MedgenCLI(
-            model_class=GenerativeModule,
-            subclass_mode_model=True,
-            datamodule_class=MedicalImageDataModule,
-            args=[subcommand, *argv],
-            save_config_kwargs={"overwrite": True},
-        )
+        with quiet_lightning(_EXPECTED_WARNINGS):
+            MedgenCLI(
+                model_class=GenerativeModule,
+                subclass_mode_model=True,
+                datamodule_class=MedicalImageDataModule,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"prog": "medgen"},
+            )
     finally:
         sys.argv = saved_argv
     return 0
