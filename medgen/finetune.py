@@ -104,7 +104,12 @@ def _best_prefix(prefixes: Sequence[str], names: Iterable[str], pool: Container[
 
 
 def load_pretrained(
-    module: nn.Module, ref: str | Path, strict: bool = False, freeze: Sequence[str] = (), use_ema: bool = True
+    module: nn.Module,
+    ref: str | Path,
+    strict: bool = False,
+    freeze: Sequence[str] = (),
+    use_ema: bool = True,
+    min_match: float = 0.5,
 ) -> LoadReport:
     """Copy matching pretrained tensors into ``module`` and freeze parameters by name prefix.
 
@@ -114,12 +119,15 @@ def load_pretrained(
         strict: Fail unless every key matches in name and shape.
         freeze: Parameter-name prefixes to freeze (``requires_grad = False``), e.g. ``net.unet.down_blocks``.
         use_ema: From a ``.ckpt``, take the EMA weights when it has them.
+        min_match: Smallest share of the smaller of the two state dicts (the source's or the module's) that
+            must load by name and shape; below it the architectures differ and loading fails. 0 accepts any.
 
     Returns:
         The :class:`LoadReport`.
 
     Raises:
-        InputError: ``strict`` and some keys differ, or a freeze prefix matches no parameter.
+        InputError: ``strict`` and some keys differ, fewer than ``min_match`` of the tensors match, or a freeze
+            prefix matches no parameter.
     """
     target = module.state_dict()
     state = _align_prefix(read_state(ref, use_ema), target)
@@ -138,16 +146,48 @@ def load_pretrained(
     report.mismatched.sort()
     if strict and (report.missing or report.unexpected or report.mismatched):
         raise InputError("model.init_from", f"strict loading failed:\n{report.summary()}")
+    _check_match(report, len(state), len(target), min_match)
     module.load_state_dict(copy, strict=False)
-    for prefix in freeze:
-        names = [n for n, p in module.named_parameters() if n.startswith(prefix)]
-        if not names:
-            raise InputError("model.freeze", f"no parameter name starts with '{prefix}'")
-        for n, p in module.named_parameters():
-            if n in names:
-                p.requires_grad_(False)
-        report.frozen += names
+    report.frozen = freeze_parameters(module, freeze)
     return report
+
+
+def _check_match(report: LoadReport, num_source: int, num_target: int, min_match: float) -> None:
+    """Refuse a source whose tensors mostly do not fit the module (another architecture, not a fine-tune)."""
+    smaller = max(1, min(num_source, num_target))
+    if len(report.loaded) >= min_match * smaller:
+        return
+    first = (report.mismatched + report.unexpected)[:1]
+    example = f"; first unmatched: {first[0]}" if first else ""
+    raise InputError(
+        "model.init_from",
+        f"{report.source} does not fit this model's architecture: {len(report.loaded)} of {smaller} tensors match "
+        f"by name and shape (need {min_match:.0%}, model.init_min_match){example}; check the net's arguments "
+        "against the pretrained model's config, or pass --model.init_min_match 0 to accept it",
+    )
+
+
+def freeze_parameters(module: nn.Module, prefixes: Sequence[str]) -> list[str]:
+    """Set ``requires_grad = False`` on every parameter whose name starts with one of ``prefixes``.
+
+    Args:
+        module: The module (e.g. a ``DiffusionModule``; names as in ``named_parameters``).
+        prefixes: Parameter-name prefixes, e.g. ``net.unet.down_blocks``.
+
+    Returns:
+        The names frozen, in ``named_parameters`` order.
+
+    Raises:
+        InputError: A prefix matches no parameter.
+    """
+    params = dict(module.named_parameters())
+    for prefix in prefixes:
+        if not any(n.startswith(prefix) for n in params):
+            raise InputError("model.freeze", f"no parameter name starts with '{prefix}'")
+    names = [n for n in params if any(n.startswith(prefix) for prefix in prefixes)]
+    for n in names:
+        params[n].requires_grad_(False)
+    return names
 
 
 def load_submodule(target: nn.Module, ref: str | Path, field_name: str) -> None:

@@ -39,7 +39,8 @@ class AutoencoderModule(GenerativeModule):
         init_from: Fine-tuning: copy matching weights (a medgen checkpoint or export, or a bare MONAI
             ``AutoencoderKL`` state dict) before training.
         init_strict: Fail unless every pretrained tensor matches in name and shape.
-        freeze: Parameter-name prefixes to freeze (e.g. ``net.encoder``).
+        freeze: Parameter-name prefixes kept fixed in every fit, resumed too (e.g. ``net.encoder``).
+        init_min_match: Smallest share of ``init_from``'s tensors that must match (0 accepts any architecture).
     """
 
     def __init__(
@@ -57,10 +58,12 @@ class AutoencoderModule(GenerativeModule):
         init_from: str | None = None,
         init_strict: bool = False,
         freeze: list[str] | None = None,
+        init_min_match: float = 0.5,
     ) -> None:
         super().__init__(
             net, optimizer, warmup_steps, 0.0, "mask", val_num_samples, sample_every_n_epochs, sample_size, seed,
             compile, init_from, init_strict, freeze,
+            init_min_match,
         )  # fmt: skip
         self.net: KLAutoencoder = net
         self.kl_weight = kl_weight

@@ -23,8 +23,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from medgen import __version__
-from medgen.errors import MedgenError
-from medgen.finetune import LoadReport
+from medgen.errors import InputError, MedgenError
+from medgen.finetune import LoadReport, freeze_parameters
 from medgen.nets.condition import Condition
 from medgen.sampling.common import Generators
 from medgen.visualize import save_grid
@@ -58,7 +58,10 @@ class GenerativeModule(L.LightningModule):
         init_from: Fine-tuning: copy matching weights from a ``.ckpt``, exported folder, registry name or bare
             state dict before training (not when resuming); new tensors stay freshly initialised.
         init_strict: Fail unless every pretrained tensor matches in name and shape.
-        freeze: Parameter-name prefixes to freeze when fine-tuning (e.g. ``net.unet.down_blocks``).
+        freeze: Parameter-name prefixes to keep fixed during training (e.g. ``net.unet.down_blocks``): applied at
+            the start of every fit (fresh, fine-tuned or resumed), so frozen tensors never change.
+        init_min_match: Smallest share of tensors ``init_from`` must match by name and shape (of the smaller of
+            the two state dicts); below it the run stops with an architecture-mismatch error. 0 accepts any.
     """
 
     def __init__(
@@ -76,8 +79,11 @@ class GenerativeModule(L.LightningModule):
         init_from: str | None = None,
         init_strict: bool = False,
         freeze: list[str] | None = None,
+        init_min_match: float = 0.5,
     ) -> None:
         super().__init__()
+        if not 0.0 <= init_min_match <= 1.0:
+            raise InputError("model.init_min_match", f"expected a fraction in [0, 1], got {init_min_match}")
         self.net = net
         self.optimizer_factory = optimizer
         self.warmup_steps = warmup_steps
@@ -90,6 +96,7 @@ class GenerativeModule(L.LightningModule):
         self.compile_net = compile
         self.init_from = init_from
         self.init_strict = init_strict
+        self.init_min_match = init_min_match
         self.freeze_prefixes = list(freeze or [])  # not self.freeze: LightningModule.freeze() is a method
         self._val_cond: Condition | None = None
 
@@ -128,12 +135,21 @@ class GenerativeModule(L.LightningModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
-        """Take the sample size from the data module, load ``init_from`` weights, compile the net if asked."""
+        """Take the sample size from the data module, load ``init_from`` weights, freeze, compile if asked.
+
+        Freezing happens at every fit, resumed or not, and before the optimizer is built: frozen parameters get
+        no gradient, so the optimizer never moves them.
+        """
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if self.image_size is None and dm is not None and hasattr(dm, "image_size"):
             self.image_size = tuple(dm.image_size)
-        if stage == "fit" and self.init_from and self._trainer is not None and self.trainer.ckpt_path is None:
-            self.load_pretrained()
+        if stage == "fit":
+            resuming = self._trainer is not None and self.trainer.ckpt_path is not None
+            if self.init_from and not resuming:
+                self.load_pretrained()
+            elif self.freeze_prefixes:
+                frozen = freeze_parameters(self, self.freeze_prefixes)
+                rank_zero_info(f"freeze: {len(frozen)} parameters frozen ({', '.join(self.freeze_prefixes)})")
         if self.compile_net and stage == "fit":
             self.net.compile()
 
@@ -141,7 +157,13 @@ class GenerativeModule(L.LightningModule):
         """Copy ``init_from``'s matching weights in, freeze the ``freeze`` prefixes, and print the loading report."""
         from medgen.finetune import load_pretrained
 
-        report = load_pretrained(self, str(self.init_from), strict=self.init_strict, freeze=self.freeze_prefixes)
+        report = load_pretrained(
+            self,
+            str(self.init_from),
+            strict=self.init_strict,
+            freeze=self.freeze_prefixes,
+            min_match=self.init_min_match,
+        )
         rank_zero_info(report.summary())
         return report
 

@@ -36,7 +36,8 @@ class DiffusionModule(GenerativeModule):
         init_from: Fine-tuning: copy matching weights from a ``.ckpt``, exported folder, registry name or bare
             state dict before training (not when resuming); new tensors stay freshly initialised.
         init_strict: Fail unless every pretrained tensor matches in name and shape.
-        freeze: Parameter-name prefixes to freeze when fine-tuning (e.g. ``net.unet.down_blocks``).
+        freeze: Parameter-name prefixes kept fixed in every fit, resumed too (e.g. ``net.unet.down_blocks``).
+        init_min_match: Smallest share of ``init_from``'s tensors that must match (0 accepts any architecture).
     """
 
     def __init__(
@@ -58,10 +59,12 @@ class DiffusionModule(GenerativeModule):
         init_from: str | None = None,
         init_strict: bool = False,
         freeze: list[str] | None = None,
+        init_min_match: float = 0.5,
     ) -> None:
         super().__init__(
             net, optimizer, warmup_steps, cond_drop_prob, image_condition_key, val_num_samples,
             sample_every_n_epochs, sample_size, seed, compile, init_from, init_strict, freeze,
+            init_min_match,
         )  # fmt: skip
         self.objective = objective or DiffusionObjective()
         self.sampler = sampler

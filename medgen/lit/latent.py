@@ -53,7 +53,8 @@ class LatentDiffusionModule(DiffusionModule):
         compile: ``torch.compile`` the denoiser.
         init_from: Fine-tuning: copy matching weights before training.
         init_strict: Fail unless every pretrained tensor matches in name and shape.
-        freeze: Parameter-name prefixes to freeze when fine-tuning.
+        freeze: Parameter-name prefixes kept fixed in every fit, resumed too.
+        init_min_match: Smallest share of ``init_from``'s tensors that must match (0 accepts any architecture).
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class LatentDiffusionModule(DiffusionModule):
         init_from: str | None = None,
         init_strict: bool = False,
         freeze: list[str] | None = None,
+        init_min_match: float = 0.5,
     ) -> None:
         if getattr(net, "image_channels", 0) or getattr(net, "control_channels", 0):
             raise InputError("model.net", "image and ControlNet conditioning are not available in latent space yet")
@@ -89,6 +91,7 @@ class LatentDiffusionModule(DiffusionModule):
         super().__init__(
             net, objective, optimizer, warmup_steps, cond_drop_prob, "mask", sampler, num_inference_steps, guidance,
             val_num_samples, sample_every_n_epochs, sample_size, seed, compile, init_from, init_strict, freeze,
+            init_min_match,
         )  # fmt: skip
         self.autoencoder = autoencoder.requires_grad_(False)  # no dropout or batch norm: train mode is harmless
         self.autoencoder_from = autoencoder_from

@@ -111,6 +111,80 @@ def test_fit_init_from_prints_the_report(tmp_path: Path, make_checkpoint: Checkp
     assert done.returncode == 0, done.stderr[-2000:]
     log = done.stdout + done.stderr
     assert f"init_from {ckpt}: loaded {len(module.state_dict())} tensors, 0 new" in log
+    assert "GPU available" in log  # Lightning's own messages stay
+    for unwanted in ("Tip:", "litlogger", "LeafSpec"):  # its product tips and a deprecation warning of its own
+        assert unwanted not in log, unwanted
     saved = torch.load(next((tmp_path / "run").rglob("last.ckpt")), weights_only=True)
     assert saved["medgen"]["data"]["modality"] == "mri"
     assert saved["medgen"]["data"]["spacing"] is not None
+
+
+def _smoke_pretrained(tmp_path: Path, spatial_dims: int) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A ``.ckpt`` of the smoke config's architecture (seed 7) and its state dict."""
+    net = tiny_unet(spatial_dims, seed=7, channels=(16, 32), num_head_channels=16, norm_num_groups=8, conditions=[])
+    module = DiffusionModule(net, sample_size=[16] * spatial_dims)
+    ckpt = tmp_path / "pre.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "medgen": module.medgen_metadata()}, ckpt)  # fmt: skip
+    return ckpt, {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def _fit_smoke(spatial_dims: int, root: Path, *extra: str) -> Path:
+    """``medgen fit`` on the smoke DDPM config with the fine-tuning configs; its checkpoint at the last step."""
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    argv = ["fit", f"--config={configs / f'smoke/ddpm_{spatial_dims}d.yaml'}",
+            f"--config={configs / 'finetune/default.yaml'}", f"--config={configs / 'finetune/freeze_encoder.yaml'}",
+            "--trainer.val_check_interval=null", "--trainer.check_val_every_n_epoch=1000",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+            "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.every_n_train_steps=3",
+            "--trainer.callbacks.save_top_k=-1", "--model.warmup_steps=1",
+            f"--trainer.default_root_dir={root}", *extra]  # fmt: skip
+    assert main(argv) == 0
+    runs = sorted((root / "lightning_logs").iterdir(), key=lambda p: int(p.name.split("_")[1]))
+    return max((runs[-1] / "checkpoints").glob("*step=*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, pytest.param(3, marks=pytest.mark.slow)])
+def test_frozen_tensors_stay_pretrained_through_resume(tmp_path: Path, spatial_dims: int) -> None:
+    """freeze_encoder.yaml: 3 fine-tuning steps, resumed to 6; frozen tensors are the pretrained ones, bit for bit.
+
+    The EMA copy (Lightning's ``EMAWeightAveraging`` computes ``decay * ema + (1 - decay) * w``, which is not
+    exact in float32 even when ``ema == w``) stays within an ulp or two of them.
+    """
+    ckpt, pretrained = _smoke_pretrained(tmp_path, spatial_dims)
+    first = _fit_smoke(spatial_dims, tmp_path / "run", f"--model.init_from={ckpt}", "--trainer.max_steps=3")
+    last = _fit_smoke(spatial_dims, tmp_path / "run", f"--ckpt_path={first}", "--trainer.max_steps=6")
+    saved = torch.load(last, weights_only=True)
+    assert saved["global_step"] == 6
+    frozen = [k for k in pretrained if k.startswith(("net.unet.conv_in", "net.unet.down_blocks"))]
+    trained = [k for k in pretrained if k.startswith("net.unet.up_blocks") and k.endswith("weight")]
+    assert frozen and trained
+    for key in frozen:
+        assert torch.equal(saved["current_model_state"][key], pretrained[key]), key
+        torch.testing.assert_close(saved["state_dict"][key], pretrained[key], rtol=1e-6, atol=1e-7)  # EMA
+    assert any(not torch.equal(saved["current_model_state"][k], pretrained[k]) for k in trained)
+
+
+def test_freeze_without_init_from_applies_at_fit() -> None:
+    """``--model.freeze`` alone (a fresh run) freezes too: freezing is part of every fit, not of loading."""
+    module = DiffusionModule(tiny_unet(2), freeze=["net.unet.conv_in"])
+    module.setup("fit")
+    frozen = {n for n, p in module.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n, _ in module.named_parameters() if n.startswith("net.unet.conv_in")} and frozen
+    with pytest.raises(InputError, match="no parameter name starts with 'net.nothing'"):
+        DiffusionModule(tiny_unet(2), freeze=["net.nothing"]).setup("fit")
+
+
+def test_init_from_another_architecture_is_refused(tmp_path: Path, make_checkpoint: CheckpointFactory) -> None:
+    """A source whose tensors mostly miss the module is an error naming the mismatch, unless init_min_match is 0."""
+    ckpt = make_checkpoint(2)  # tiny_unet(2): channels (8, 16)
+    wider = DiffusionModule(tiny_unet(2, channels=(16, 32), num_head_channels=16))
+    before = {k: v.clone() for k, v in wider.state_dict().items()}
+    with pytest.raises(InputError, match=r"does not fit this model's architecture: \d+ of \d+ tensors match") as exc:
+        load_pretrained(wider, ckpt)
+    assert "init_min_match 0" in str(exc.value) and "\n" not in str(exc.value)
+    assert all(torch.equal(v, before[k]) for k, v in wider.state_dict().items())  # nothing copied
+    report = load_pretrained(wider, ckpt, min_match=0.0)
+    assert len(report.loaded) < 0.5 * len(before)
+    with pytest.raises(InputError, match="model.init_min_match"):
+        DiffusionModule(tiny_unet(2), init_min_match=1.5)
