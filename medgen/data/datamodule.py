@@ -252,14 +252,26 @@ class MedicalImageDataModule(L.LightningDataModule):
         """Shuffled training batches (the last incomplete batch is dropped when there is more than one).
 
         The order of each epoch depends only on ``seed`` and the epoch, and a run resumed from a mid-epoch
-        checkpoint continues with the batches the interrupted run had not seen.
+        checkpoint continues with the batches the interrupted run had not seen. Under DDP each process takes
+        its share of that order (:class:`~medgen.data.sampler.ResumableRandomSampler`).
         """
         assert self.train_set is not None, "call setup() first"
-        n = len(self.train_set)  # type: ignore[arg-type]
-        self._sampler = ResumableRandomSampler(n, self.seed)
-        if self._resume is not None:
-            self._sampler.resume_at(*self._resume)
+        trainer = self._attached_trainer()
+        world = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        self._sampler = self.train_sampler(*world)
+        n = len(self._sampler)
         return self._loader(self.train_set, sampler=self._sampler, drop_last=n > self.batch_size)
+
+    def train_sampler(self, num_replicas: int = 1, rank: int = 0) -> ResumableRandomSampler:
+        """The training sampler of process ``rank`` of ``num_replicas``, at the resumed position if any."""
+        assert self.train_set is not None, "call setup() first"
+        sampler = ResumableRandomSampler(len(self.train_set), self.seed, num_replicas, rank)  # type: ignore[arg-type]
+        if self._resume is not None:
+            sampler.resume_at(*self._resume)
+        return sampler
+
+    def _attached_trainer(self) -> L.Trainer | None:
+        return getattr(self, "_trainer", None) or getattr(self, "trainer", None)
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation batches in a fixed order (empty when ``val_fraction`` is 0)."""
@@ -288,13 +300,15 @@ class MedicalImageDataModule(L.LightningDataModule):
         if self.datalist is not None:
             state["val_subjects"] = sorted({r.subject for r in getattr(self.val_set, "records", [])})
             state["vocab"] = self.condition_vocab
-        trainer = getattr(self, "_trainer", None) or getattr(self, "trainer", None)
+        trainer = self._attached_trainer()
         if trainer is not None and self.train_set is not None:
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            progress = trainer.fit_loop.epoch_loop.batch_progress.current
+            done = int(progress.processed)  # type: ignore[attr-defined]  # batches, on each process
             epoch = trainer.current_epoch
             per_epoch = trainer.num_training_batches  # what the loop runs per epoch (drop-last, limits)
             finished = math.isfinite(per_epoch) and done >= per_epoch
-            state["position"] = (epoch + 1, 0) if finished else (epoch, done * self.batch_size)
+            consumed = done * self.batch_size * trainer.world_size  # samples of the epoch's order, all processes
+            state["position"] = (epoch + 1, 0) if finished else (epoch, consumed)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

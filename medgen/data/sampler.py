@@ -5,49 +5,64 @@ the beginning of the epoch, so a run resumed mid-epoch sees different batches th
 This sampler draws epoch ``e``'s permutation from ``(seed, e)`` alone and can skip the samples an
 interrupted run already consumed; :class:`~medgen.data.datamodule.MedicalImageDataModule` saves the
 position in checkpoints.
+
+Under DDP each process takes every ``num_replicas``-th sample of the epoch's permutation (as PyTorch's
+``DistributedSampler`` does, and being one, Lightning does not wrap it), so ``b`` batches of ``batch_size``
+on every process consume the first ``b * batch_size * num_replicas`` samples: that global position is what
+is saved and skipped on resume.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler
 
 
-class ResumableRandomSampler(Sampler[int]):
-    """Random permutation per epoch from ``(seed, epoch)``; optional skip at the resumed epoch.
+class ResumableRandomSampler(DistributedSampler):
+    """Random permutation per epoch from ``(seed, epoch)``, sharded over processes; optional skip on resume.
+
+    Each process gets ``ceil(dataset_size / num_replicas)`` indices; the permutation is padded with its own first
+    indices to a multiple of ``num_replicas`` (as ``DistributedSampler`` pads).
 
     Args:
-        num_samples: Dataset length.
+        dataset_size: Dataset length.
         seed: Base seed of the permutations.
+        num_replicas: Processes sharing the epoch (the trainer's world size).
+        rank: This process's global rank.
     """
 
-    def __init__(self, num_samples: int, seed: int = 0) -> None:
-        self.num_samples = num_samples
-        self.seed = seed
-        self.epoch = 0
+    def __init__(self, dataset_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+        dataset: Any = range(dataset_size)  # DistributedSampler only takes its length
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.dataset_size = dataset_size
         self._resume: tuple[int, int] | None = None
 
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at the start of each epoch."""
-        self.epoch = epoch
-
     def resume_at(self, epoch: int, start: int) -> None:
-        """Skip the first ``start`` samples of ``epoch``'s permutation (once)."""
+        """Skip the first ``start`` samples of ``epoch``'s permutation (once; ``start`` counts all processes)."""
         self._resume = (epoch, start)
 
     def permutation(self, epoch: int) -> torch.Tensor:
-        """The order of epoch ``epoch``."""
+        """The order of epoch ``epoch`` (all processes)."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.num_samples, generator=g)
+        return torch.randperm(self.dataset_size, generator=g)
 
     def __iter__(self) -> Iterator[int]:
-        order = self.permutation(self.epoch)
+        order = self._padded(self.permutation(self.epoch))
         if self._resume is not None and self._resume[0] == self.epoch:
-            order = order[self._resume[1] :]
+            order = self._padded(order[self._resume[1] :])  # padded again only if the world size changed
             self._resume = None
-        return iter(order.tolist())
+        return iter(order[self.rank :: self.num_replicas].tolist())
+
+    def _padded(self, order: torch.Tensor) -> torch.Tensor:
+        """``order`` repeated up to a multiple of ``num_replicas`` (every process gets as many samples)."""
+        if not len(order) or not len(order) % self.num_replicas:
+            return order
+        total = math.ceil(len(order) / self.num_replicas) * self.num_replicas
+        return order.repeat(math.ceil(total / len(order)))[:total]
 
     def __len__(self) -> int:
-        return self.num_samples
+        return math.ceil(self.dataset_size / self.num_replicas)
