@@ -78,19 +78,41 @@ class ConditionPlan:
         except ValueError:
             raise InputError(f"--condition {name}", f"expected a number, got '{raw}'") from None
 
-    def digest(self) -> str:
-        """sha256 of the conditions: the rows as given and the content of every conditioning image they name."""
-        h = hashlib.sha256(json.dumps(self.rows, sort_keys=True).encode())
-        for path in sorted({row[k] for row in self.rows for k in IMAGE_KEYS if row.get(k)}):
-            if Path(path).is_file():
-                with Path(path).open("rb") as handle:
-                    h.update(hashlib.file_digest(handle, "sha256").digest())
+    def row_digest(self, index: int) -> str:
+        """sha256 of sample ``index``'s conditions: the values as given and the content of its images."""
+        row = self.row(index)
+        h = hashlib.sha256(json.dumps(row, sort_keys=True).encode())
+        for key in IMAGE_KEYS:
+            if row.get(key):
+                h.update(_file_digest(row[key]).encode())
         return h.hexdigest()
 
     def image_path(self, index: int) -> str | None:
         """The conditioning-image path of sample ``index``."""
         row = self.row(index)
         return next((row[k] for k in IMAGE_KEYS if row.get(k)), None)
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    """(modification time in ns, size) of a file, so that caches keyed by path notice a rewritten file."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return (0, -1)
+    return (stat.st_mtime_ns, stat.st_size)
+
+
+def _file_digest(path: str) -> str:
+    """sha256 of a conditioning image's file (empty when it is missing: reading it reports that)."""
+    return _digest(path, _stamp(path))
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(path: str, stamp: tuple[int, int]) -> str:
+    if not Path(path).is_file():
+        return ""
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def parse_pairs(pairs: list[str]) -> dict[str, str]:
@@ -188,7 +210,6 @@ def make_plan(
     return ConditionPlan(rows, names, vocab, image_field, TrainingChain.from_card(card or {}))
 
 
-@functools.lru_cache(maxsize=64)
 def load_condition_image(
     path: str, size: tuple[int, ...], is_mask: bool, chain: TrainingChain | None = None
 ) -> torch.Tensor:
@@ -197,15 +218,22 @@ def load_condition_image(
     The data module's own steps (:func:`medgen.data.transforms.volume_chain` and
     :class:`~medgen.data.transforms.SizeTod`) with the training ``chain``: read, a volume reoriented to RAS,
     resampled to the target spacing, the intensity preset for images (never for masks), sized by the
-    training resize mode (nearest and background 0 for masks). Cached: one ``--condition mask=PATH`` serves
-    every sample, every retry and the paired mask output. Callers must not modify the returned tensor.
+    training resize mode (nearest and background 0 for masks). Cached by path and file stamp: one
+    ``--condition mask=PATH`` serves every sample, every retry and the paired mask output, and a rewritten file
+    is read again. Callers must not modify the returned tensor.
     """
+    return _prepared(path, _stamp(path), size, is_mask, chain or TrainingChain())
+
+
+@functools.lru_cache(maxsize=64)
+def _prepared(
+    path: str, stamp: tuple[int, int], size: tuple[int, ...], is_mask: bool, chain: TrainingChain
+) -> torch.Tensor:
     from monai.transforms import Compose
 
     from medgen.data.datasets import reraise_medgen
     from medgen.data.transforms import SizeTod, ToSampled, volume_chain
 
-    chain = chain or TrainingChain()
     modality, preset = (chain.modality, chain.preset) if not is_mask else ("mri", IntensityPreset())
     spacing = chain.target_spacing if chain.target_spacing and len(chain.target_spacing) == len(size) else None
     # A mask rides in the chain's mask slot; the image slot's copy (any fixed preset serves) is dropped.

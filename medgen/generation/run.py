@@ -90,23 +90,36 @@ class GenerationOptions:
 
 
 #: Options that change the files, with the flag that sets each. ``num_samples`` is not one: sample i does not
-#: depend on N, so a set can grow. :func:`run_identity` adds the conditions and the memorization index.
+#: depend on N, so a set can grow. :func:`run_identity` adds the memorization index; the conditions are checked
+#: per sample (:func:`_check_conditions`), so a set conditioned by a CSV can grow with the CSV.
 _IDENTITY = {
     "seed": "--seed", "sampler": "--sampler", "steps": "--steps", "guidance": "--guidance", "fmt": "--format",
     "reference": "--reference", "max_retries": "--max-retries", "qc": "quality-control thresholds",
     "weights": "--raw-weights", "checkpoint_sha256": "--checkpoint (its weights)",
-    "conditions": "--condition/--conditions-csv", "memorization_index": "--memorization-index",
+    "memorization_index": "--memorization-index",
 }  # fmt: skip
 
 
-def run_identity(opts: GenerationOptions, plan: ConditionPlan, gate: MemorizationGate | None) -> dict[str, Any]:
-    """Everything that determines the files of a run.
-
-    That is :meth:`GenerationOptions.identity`, the conditions (rows and conditioning-image contents,
-    :meth:`ConditionPlan.digest`) and the memorization index.
-    """
+def run_identity(opts: GenerationOptions, gate: MemorizationGate | None) -> dict[str, Any]:
+    """What determines every file of a run: :meth:`GenerationOptions.identity` and the memorization index."""
     index = str(Path(gate.path).resolve()) if gate else None
-    return {**opts.identity(), "conditions": plan.digest(), "memorization_index": index}
+    return {**opts.identity(), "memorization_index": index}
+
+
+def _check_conditions(out_dir: Path, done: dict[int, dict[str, Any]], plan: ConditionPlan, num_samples: int) -> None:
+    """Refuse to count a sample as done when it was drawn with other conditions than this run gives it.
+
+    Raises:
+        InputError: A done sample's ``condition_sha256`` (values and conditioning-image contents) differs.
+    """
+    for index in sorted(i for i in done if i < num_samples):
+        recorded = done[index].get("condition_sha256")
+        if recorded is not None and recorded != plan.row_digest(index):
+            raise InputError(
+                out_dir,
+                f"holds samples generated with other options (--condition/--conditions-csv differ, from sample "
+                f"{index}); use a new --out folder",
+            )
 
 
 @dataclass
@@ -213,9 +226,10 @@ class ShardRun:
         self.opts, self.plan, self.card, self.device, self.gate = opts, plan, card, device, gate
         self.out = Path(opts.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.identity = run_identity(opts, plan, gate)
+        self.identity = run_identity(opts, gate)
         _check_run(self.out, self.identity)
         done = manifest.prepare(self.out, opts.rank, opts.world_size)
+        _check_conditions(self.out, done, plan, opts.num_samples)
         mine = range(opts.rank, opts.num_samples, opts.world_size)
         self.todo = [i for i in mine if i not in done]
         self.summary = GenerationSummary(skipped=len(mine) - len(self.todo))
@@ -243,7 +257,8 @@ class ShardRun:
             row: dict[str, Any] = {"index": index}
             if verdict is not None and verdict.flagged:  # still a copy after every retry: not written
                 record = {**verdict.as_dict(), "index": gate.path if gate else None}
-                row.update(file=None, sha256=None, dropped="memorization", memorization=record)
+                row.update(file=None, sha256=None, dropped="memorization", memorization=record,
+                           condition=self.plan.row(index), condition_sha256=self.plan.row_digest(index))  # fmt: skip
                 self.writer.append(row)
                 self.summary.dropped += 1
                 next(self.bar, None)
@@ -330,6 +345,7 @@ def _sample_row(
         "checkpoint": opts.checkpoint,
         "checkpoint_sha256": opts.checkpoint_sha256,
         "condition": plan.row(index),
+        "condition_sha256": plan.row_digest(index),
         "shape": list(sample.shape[1:]),
         "spacing": spacing,
         "intensity": _unit(opts.fmt, card.get("intensity")),

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,9 +65,39 @@ def test_weights_are_recorded(tmp_path: Path, make_checkpoint: CheckpointFactory
     assert main([*_base(ckpt, out), "--raw-weights"]) == 0
     record = json.loads((out / "generation.json").read_text())
     assert record["options"]["weights"] == "raw"
-    assert record["options"]["conditions"] and record["options"]["memorization_index"] is None
+    assert record["options"]["memorization_index"] is None
     rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert {r["weights"] for r in rows} == {"raw"}
+
+
+def test_a_csv_conditioned_set_grows_with_its_csv(tmp_path: Path, make_checkpoint: CheckpointFactory) -> None:
+    ckpt = make_checkpoint(2, conditions=LABEL)
+    out, csv = tmp_path / "gen", tmp_path / "c.csv"
+    csv.write_text("label\n0\n1\n")
+    assert main([*_base(ckpt, out), "--conditions-csv", str(csv)]) == 0
+    csv.write_text("label\n0\n1\n2\n")  # the same first rows, one more
+    assert main([*_base(ckpt, out)[:4], "3", *_base(ckpt, out)[5:], "--conditions-csv", str(csv)]) == 0
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["condition"] for r in rows] == [{"label": "0"}, {"label": "1"}, {"label": "2"}]
+    csv.write_text("label\n0\n2\n2\n")  # sample 1 would now mean another label
+    assert main([*_base(ckpt, out)[:4], "3", *_base(ckpt, out)[5:], "--conditions-csv", str(csv)]) == 2
+
+
+def test_a_changed_conditioning_image_is_refused(
+    tmp_path: Path, make_checkpoint: CheckpointFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same ``mask=PATH`` with other contents is another condition."""
+    ckpt = make_checkpoint(2, image_channels=1)
+    mask = tmp_path / "mask.npy"
+    labels = np.zeros((16, 16), np.float32)
+    labels[2:6, 3:9] = 1.0
+    np.save(mask, labels)
+    out = tmp_path / "gen"
+    assert main([*_base(ckpt, out), "--condition", f"mask={mask}"]) == 0
+    np.save(mask, labels.T)
+    capsys.readouterr()
+    assert main([*_base(ckpt, out), "--condition", f"mask={mask}"]) == 2
+    assert "--condition/--conditions-csv" in capsys.readouterr().err
 
 
 def test_changed_qc_thresholds_are_refused(tmp_path: Path, make_checkpoint: CheckpointFactory) -> None:
