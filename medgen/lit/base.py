@@ -56,7 +56,8 @@ class GenerativeModule(L.LightningModule):
         seed: Seed of the per-step noise and of validation sampling.
         compile: ``torch.compile`` the network.
         init_from: Fine-tuning: copy matching weights from a ``.ckpt``, exported folder, registry name or bare
-            state dict before training (not when resuming); new tensors stay freshly initialised.
+            state dict before training (a resumed run's checkpoint replaces them); new tensors stay freshly
+            initialised.
         init_strict: Fail unless every pretrained tensor matches in name and shape.
         freeze: Parameter-name prefixes to keep fixed during training (e.g. ``net.unet.down_blocks``): applied at
             the start of every fit (fresh, fine-tuned or resumed), so frozen tensors never change.
@@ -137,15 +138,16 @@ class GenerativeModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         """Take the sample size from the data module, load ``init_from`` weights, freeze, compile if asked.
 
-        Freezing happens at every fit, resumed or not, and before the optimizer is built: frozen parameters get
-        no gradient, so the optimizer never moves them.
+        Freezing happens at every fit, resumed or not, before the strategy wraps the module and the optimizer is
+        built: frozen parameters get no gradient, so the optimizer never moves them. ``init_from`` is read at every
+        fit too (Lightning knows ``ckpt_path`` only after ``setup``; LightningCLI brings ``init_from`` back from a
+        checkpoint's hyper-parameters), and a resumed run's checkpoint then replaces these weights.
         """
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if self.image_size is None and dm is not None and hasattr(dm, "image_size"):
             self.image_size = tuple(dm.image_size)
         if stage == "fit":
-            resuming = self._trainer is not None and self.trainer.ckpt_path is not None
-            if self.init_from and not resuming:
+            if self.init_from:
                 self.load_pretrained()
             elif self.freeze_prefixes:
                 frozen = freeze_parameters(self, self.freeze_prefixes)

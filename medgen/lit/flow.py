@@ -37,7 +37,7 @@ class FlowMatchingModule(GenerativeModule):
         seed: Seed of training noise and validation sampling.
         compile: ``torch.compile`` the network.
         init_from: Fine-tuning: copy matching weights from a ``.ckpt``, exported folder, registry name or bare
-            state dict before training (not when resuming); new tensors stay freshly initialised.
+            state dict before training (a resumed run's checkpoint replaces them); new ones stay as initialised.
         init_strict: Fail unless every pretrained tensor matches in name and shape.
         freeze: Parameter-name prefixes kept fixed in every fit, resumed too (e.g. ``net.unet.down_blocks``).
         init_min_match: Smallest share of ``init_from``'s tensors that must match (0 accepts any architecture).
