@@ -17,12 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from safetensors.torch import save_file
 
 from medgen import __version__
-from medgen.checkpoints import COMPONENTS, module_from_checkpoint, read_checkpoint
-from medgen.data.io import atomic_write
-from medgen.evaluation.features import file_sha256
+from medgen.hashing import file_sha256
 
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.yaml", "model.safetensors", "model_card.json"
 
@@ -33,6 +30,8 @@ _TRAINING_ONLY = ("init_from", "init_strict", "init_min_match", "freeze", "autoe
 
 def model_config(module_path: str, meta: dict[str, Any], hparams: dict[str, Any]) -> dict[str, Any]:
     """The ``model:`` section that rebuilds the module: class path, net, objective and hyper-parameters."""
+    from medgen.checkpoints import COMPONENTS  # torch: imported when a model is exported, not for reading cards
+
     init_args = {k: v for k, v in hparams.items() if not k.startswith("_") and k not in _TRAINING_ONLY}
     init_args.update({k: _what_it_is(meta[k]) for k in COMPONENTS if meta.get(k) is not None})
     if meta.get("image_size"):
@@ -123,6 +122,11 @@ def export_checkpoint(
     Returns:
         The output folder.
     """
+    from safetensors.torch import save_file
+
+    from medgen.checkpoints import module_from_checkpoint, read_checkpoint
+    from medgen.data.io import atomic_write
+
     ckpt = read_checkpoint(checkpoint)
     module = module_from_checkpoint(ckpt, checkpoint, use_ema)
     out = Path(out_dir)

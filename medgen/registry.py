@@ -18,18 +18,16 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import torch
-import yaml
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-
-from medgen.checkpoints import build_module, module_from_checkpoint, read_checkpoint
 from medgen.errors import InputError
-from medgen.evaluation.features import file_sha256
 from medgen.export import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, card_digest, card_fields
-from medgen.lit.base import GenerativeModule
+from medgen.hashing import file_sha256
+
+if TYPE_CHECKING:  # torch, Lightning and MONAI are imported when a model is loaded, not to list or verify cards
+    import torch
+
+    from medgen.lit.base import GenerativeModule
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +125,8 @@ def verify(source: ModelSource) -> str:
         InputError: A file is missing, or a file or the card differs from what the card records.
     """
     if source.kind == "checkpoint":
+        from medgen.checkpoints import read_checkpoint
+
         read_checkpoint(source.path)  # readable, medgen metadata present
         return file_sha256(source.path)
     card = read_card(source.path)
@@ -160,6 +160,9 @@ def _check_file(path: Path, expected: str) -> None:
 
 def load_weights(source: ModelSource) -> dict[str, torch.Tensor]:
     """The verified state dict of an exported folder (safetensors)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     verify(source)
     try:
         return load_file(str(source.weights_file))
@@ -169,6 +172,10 @@ def load_weights(source: ModelSource) -> dict[str, torch.Tensor]:
 
 def load_exported(folder: str | Path) -> GenerativeModule:
     """Rebuild a module from an exported folder, weights verified; in eval mode."""
+    import yaml
+
+    from medgen.checkpoints import build_module
+
     source = ModelSource("export", Path(folder), Path(folder).name)
     state = load_weights(source)
     config_file = source.path / CONFIG_FILE
@@ -200,6 +207,8 @@ class LoadedModel(NamedTuple):
 
 def load_model(ref: str | Path, use_ema: bool = True) -> LoadedModel:
     """Load a model to sample from, from any :func:`resolve`-able reference (each file is read once)."""
+    from medgen.checkpoints import module_from_checkpoint, read_checkpoint
+
     source = resolve(ref)
     if source.kind == "checkpoint":
         ckpt = read_checkpoint(source.path)
@@ -213,4 +222,6 @@ def model_info(source: ModelSource) -> dict[str, Any]:
     """The card of an export, or the card fields of a ``.ckpt``'s metadata."""
     if source.kind == "export":
         return read_card(source.path)
+    from medgen.checkpoints import read_checkpoint
+
     return card_fields(source.name, read_checkpoint(source.path)["medgen"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("list", help="one model per line: name, family, spatial dims, modality, image size, path")
+    actions.add_parser(
+        "list", help="a header, then one model per line: name, family, dims, modality, image size, size on disk, path"
+    )
     show = actions.add_parser("show", help="print a model's card (JSON)")
     show.add_argument("name", metavar="NAME", help="registry name, exported folder or .ckpt")
     check = actions.add_parser("verify", help="verify config, weights and card against the card sha256 (exit 2 if not)")
@@ -35,12 +38,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         models = list_models()
-        for source in models:
-            card = model_info(source)
-            size = "x".join(str(s) for s in card.get("image_size") or []) or "?"
-            print(f"{source.name}\t{card.get('family')}\t{card.get('spatial_dims')}D\t{card.get('modality')}\t"
-                  f"{size}\t{source.path}")  # fmt: skip
-        if not models:
+        if models:
+            _print_table([_row(source.name, model_info(source), source.path) for source in models])
+        else:
             where = ", ".join(str(p) for p in search_path()) or "no registry folder exists"
             print(f"no exported models found ({where})", file=sys.stderr)
         return 0
@@ -52,3 +52,31 @@ def run(args: argparse.Namespace) -> int:
     digest = verify(source)
     print(f"ok {source.name}: sha256 {digest}")
     return 0
+
+
+_HEADER = ("name", "family", "dims", "modality", "image_size", "disk", "path")
+
+
+def _row(name: str, card: dict, path: Path) -> tuple[str, ...]:
+    """One model's columns: the image size from its card and the size of its folder on disk."""
+    image_size = "x".join(str(s) for s in card.get("image_size") or []) or "?"
+    disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    dims = f"{card.get('spatial_dims')}D"
+    return (name, str(card.get("family")), dims, str(card.get("modality")), image_size, _human(disk), str(path))
+
+
+def _human(n_bytes: int) -> str:
+    """``n_bytes`` as ``12.3 MB`` (decimal units, as ``ls -h --si``)."""
+    size = float(n_bytes)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    """The header and the rows, columns padded to their widest cell (the name first on every line)."""
+    widths = [max(len(r[i]) for r in [_HEADER, *rows]) for i in range(len(_HEADER))]
+    for r in [_HEADER, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())

