@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,30 +14,55 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "inspect",
         help="print format, shape, spacing, dtype, range and modality of images",
         description=(
-            "Read each image (file, or DICOM series folder) the way training reads it and print one JSON "
-            "object per line: path, format, shape (index order x, y[, z]), spacing (mm, same order; null when "
+            "Read each image (file, DICOM series folder, or every image of a folder) the way training reads "
+            "it and print one JSON object per line: path, format, shape (index order x, y[, z]), spacing (mm, "
+            "same order; null when "
             "the file states none), dtype (as stored), min, max, modality (ct|mri|xray|unknown) and "
             "modality_source (header|guess). Unreadable files are reported on stderr, one line each; the "
             "exit code is then 2."
         ),
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or DICOM series folders")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="image files, DICOM series folders or folders of images (each image is inspected)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Inspect every path; exit 2 if any could not be read."""
+    """Inspect every path (each image of a folder that is not one DICOM series); exit 2 if any could not be read."""
     from medgen.data.inspect import inspect_image  # heavy imports only when the command runs
-    from medgen.errors import ImageReadError
+    from medgen.errors import InputError
 
     failed = 0
     for path in args.paths:
         try:
-            info = inspect_image(path)
-        except ImageReadError as exc:
-            failed += 1
-            print(f"medgen inspect: error: {exc}", file=sys.stderr)
-            continue
-        print(json.dumps(info.to_dict()), flush=True)
+            images = _images(path)
+        except InputError as exc:
+            images, failed = [], failed + _report(exc)
+        for image in images:
+            try:
+                print(json.dumps(inspect_image(image).to_dict()), flush=True)
+            except InputError as exc:
+                failed += _report(exc)
     return 2 if failed else 0
+
+
+def _images(path: str) -> list[str]:
+    """``path`` itself, or for a folder that is not one DICOM series, its images as training would find them."""
+    from medgen.data.datalist import find_records
+    from medgen.data.formats import is_dicom_dir
+
+    folder = Path(path)
+    if not folder.is_dir() or is_dicom_dir(folder):
+        return [path]
+    return [record.image for record in find_records(folder).records]
+
+
+def _report(error: Exception) -> int:
+    """Print one unreadable path's error line; returns 1 (one failure)."""
+    print(f"medgen inspect: error: {error}", file=sys.stderr)
+    return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -105,6 +106,19 @@ def test_inspect_reports_every_path_before_failing(
     assert main(["inspect", str(bad), str(anatomical_nii)]) == 2
     captured = capsys.readouterr()
     assert "empty file" in captured.err and '"format": "nifti"' in captured.out
+
+
+def test_inspect_folder_of_nifti_inspects_each_image(
+    tmp_path: Path, anatomical_nii: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("a.nii", "b.nii"):
+        shutil.copy(anatomical_nii, tmp_path / name)
+    assert main(["inspect", str(tmp_path)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [Path(r["path"]).name for r in rows] == ["a.nii", "b.nii"] and {r["format"] for r in rows} == {"nifti"}
+    (tmp_path / "sub").mkdir()
+    err = _one_line_error(capsys, ["inspect", str(tmp_path / "sub")])
+    assert "no readable images found in folder" in err
 
 
 def test_4d_volume_where_3d_expected(tmp_path: Path) -> None:
