@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from medgen.errors import InputError
 
@@ -125,7 +126,7 @@ def _detect(args: argparse.Namespace) -> int:
     _warn(report["calibration"]["notes"] + ((report.get("verification") or {}).get("notes") or []))
     print(
         f"flagged {report['n_flagged']} of {report['n_generated']} ({_decision(report)}); "
-        f"report: {args.out}/report.json\n        {args.out}/report.html",
+        f"report: {Path(args.out) / 'report.json'}\n        {Path(args.out) / 'report.html'}",
         file=sys.stderr,
     )
     return 0

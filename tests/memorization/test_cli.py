@@ -38,11 +38,12 @@ def test_cli_writes_the_contract_report(planted_sets, spatial_dims, tmp_path, ca
     assert "flagged" in capsys.readouterr().err
 
 
-def test_no_verify_keeps_the_embedding_decision(planted_2d, tmp_path):
+def test_no_verify_keeps_the_embedding_decision(planted_2d, tmp_path, capsys):
     folders = write_planted(planted_2d, tmp_path / "data", n_train=10)
     out = tmp_path / "report"
     assert main(["memorization", "--train", str(folders["train"]), "--generated", str(folders["generated"]),
-                 "--out", str(out), "--holdout", str(folders["holdout"]), "--no-verify"]) == 0  # fmt: skip
+                 "--out", f"{out}/", "--holdout", str(folders["holdout"]), "--no-verify"]) == 0  # fmt: skip
+    assert f"report: {out / 'report.json'}\n" in capsys.readouterr().err  # no "report//report.json"
     report = json.loads((out / "report.json").read_text())
     assert report["verification"] is None and report["decision"] == "embedding similarity"
     for row in report["samples"]:
