@@ -9,6 +9,7 @@ never a smaller data set.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -101,14 +102,19 @@ def prepare_demo_data(out_dir: str | Path, n_ct: int = 4, n_xray: int = 12, seed
 DEMO_KINDS = ("mri", "ct", "xray")
 
 
+def cache_dir() -> Path:
+    """The cache folder: ``$MEDGEN_CACHE``, else ``$XDG_CACHE_HOME/medgen``, else ``~/.cache/medgen``."""
+    if os.environ.get("MEDGEN_CACHE"):
+        return Path(os.environ["MEDGEN_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medgen"
+
+
 def demo_folder(kind: str) -> Path:
     """Folder of one kind of demo data (``mri``, ``ct``, ``xray``), prepared on first use.
 
     ``data_dir: demo:mri`` in a config means this folder, so smoke configs run with no data at hand. It lives
-    under ``$MEDGEN_CACHE`` (default ``~/.cache/medgen``).
+    under :func:`cache_dir` ``/demo_data``.
     """
-    import os
-
     from medgen.errors import InputError
 
     if kind not in DEMO_KINDS:
@@ -116,5 +122,5 @@ def demo_folder(kind: str) -> Path:
             "data.data_dir",
             f"unknown demo data 'demo:{kind}'; expected one of {', '.join('demo:' + k for k in DEMO_KINDS)}",
         )
-    root = Path(os.environ.get("MEDGEN_CACHE", Path.home() / ".cache" / "medgen")) / "demo_data"
+    root = cache_dir() / "demo_data"
     return getattr(prepare_demo_data(root), kind)

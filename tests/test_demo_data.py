@@ -28,3 +28,13 @@ def test_missing_nilearn_is_an_error_not_a_smaller_data_set(tmp_path: Path, monk
         "\n" not in message and "nilearn's mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz is not installed" in message
     )
     assert f"{sys.executable} -m pip install 'nilearn>=0.10' (medgen's `demo` extra)" in message
+
+
+def test_cache_dir_honours_medgen_cache_then_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MEDGEN_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert demo_data.cache_dir() == Path.home() / ".cache" / "medgen"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert demo_data.cache_dir() == tmp_path / "xdg" / "medgen"
+    monkeypatch.setenv("MEDGEN_CACHE", str(tmp_path / "mine"))
+    assert demo_data.cache_dir() == tmp_path / "mine"
