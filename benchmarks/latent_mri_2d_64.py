@@ -123,7 +123,7 @@ def main() -> None:
     generated = out / "generated"
     times["generate"] = medgen(["generate", "--checkpoint", str(ldm_ckpt), "--num-samples", str(args.num_samples),
                                 "--out", str(generated), "--batch-size", "16", "--seed", "0"])  # fmt: skip
-    n_real = write_real_slices(out / "real_slices")
+    write_real_slices(out / "real_slices")
     evaluation = out / "evaluation"
     times["evaluate"] = medgen(["evaluate", "--real", str(out / "real_slices"), "--fake", str(generated),
                                 "--out", str(evaluation), "--window", "0,255", "--seed", "0",
@@ -146,7 +146,8 @@ def main() -> None:
         f"bilinear resizing through {rec['side']}x{rec['side']} (= the latent's {rec['latent_values']} values): "
         f"{rec['bilinear']:.1f} dB",
         f"autoencoder PSNR on {rec['n_held_out']} held-out-subject slices: {rec['ae_held_out']:.1f} dB",
-        f"latent diffusion, {args.num_samples} samples vs {n_real} training slices: "
+        f"latent diffusion, {report['n_fake']} of {args.num_samples} samples (QC) vs {report['n_real']} training "
+        f"slices: "
         f"FID {baseline('fid')}, KID {baseline('kid')}",
         "wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()),
     ]
