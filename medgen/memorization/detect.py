@@ -23,7 +23,6 @@ from medgen.errors import InputError
 from medgen.memorization.confirm import confirm
 from medgen.memorization.index import MemorizationIndex, build_index
 from medgen.memorization.report import build_report, sample_rows, write_report
-from medgen.memorization.search import search
 from medgen.memorization.sources import LazyImages, embed_items, list_items
 from medgen.memorization.verified import DEFAULT_TOP_K, verify_search
 from medgen.progress import progress
@@ -77,7 +76,8 @@ def detect_memorization(
         index.verification = None
     top_k = top_k or (DEFAULT_TOP_K if verify else 5)
     items = list_items(generated, "--generated", include_qc_failed)
-    result = search(embed_items(index.embedder, items, "--generated", query=True), index.train, top_k)
+    second = embed_items(index.second_embedder, items, "--generated", query=True) if index.second else None
+    result = index.search_embedded(embed_items(index.embedder, items, "--generated", query=True), second, top_k)
     verified = verify_search(LazyImages(items), result, index.images, "verify candidates") if verify else None
     matches = index.matches(result, verified)
     confirmations: dict[int, dict[str, Any]] = {}

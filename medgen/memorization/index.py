@@ -30,8 +30,15 @@ from medgen import __version__
 from medgen.data.io import atomic_write
 from medgen.errors import InputError
 from medgen.memorization.calibrate import Calibration, calibrate, subject_split
-from medgen.memorization.embedders import Embedded, Embedder, embed_images, get_embedder, load_structural
-from medgen.memorization.search import Backend, SearchResult, search
+from medgen.memorization.embedders import (
+    CroppedPixelEmbedder,
+    Embedded,
+    Embedder,
+    embed_images,
+    get_embedder,
+    load_structural,
+)
+from medgen.memorization.search import Backend, SearchResult, search, union
 from medgen.memorization.sources import embed_items, list_items, load_items, load_one, slice_subjects
 from medgen.memorization.verified import DEFAULT_TOP_K, CandidateImages, verified_calibration, verify_search
 from medgen.memorization.verify import Verification
@@ -72,6 +79,8 @@ class MemorizationIndex:
         verification: Threshold on the verified score (two stages: retrieval, then pixel verification) and its
             null; None: embedding-only decisions (``--no-verify``).
         images: Training images for verification (default: loaded from ``files`` on first use).
+        second: Training embeddings of the second retrieval descriptor (:class:`CroppedPixelEmbedder`);
+            candidates are the union of both retrievals. None: the embedder alone.
     """
 
     def __init__(
@@ -82,12 +91,14 @@ class MemorizationIndex:
         calibration: Calibration,
         verification: Calibration | None = None,
         images: CandidateImages | None = None,
+        second: Embedded | None = None,
     ) -> None:
         if len(files) != train.count:
             raise InputError("files", f"{len(files)} files for {train.count} embedded training images")
         self.embedder, self.train, self.files, self.calibration = embedder, train, list(files), calibration
         self.verification = verification
         self.images = images or CandidateImages(lambda i: load_one(self.files[i]))
+        self.second, self.second_embedder = second, CroppedPixelEmbedder()
 
     @property
     def threshold(self) -> float:
@@ -152,6 +163,10 @@ class MemorizationIndex:
         """
         database = self.train if reference is None else self.train.subset(reference)
         result = search(null, database, DEFAULT_TOP_K)
+        if self.second is not None:
+            second = self.second if reference is None else self.second.subset(reference)
+            extra = search(embed_images(self.second_embedder, list(images), query=True), second, DEFAULT_TOP_K)
+            result = union(result, extra, DEFAULT_TOP_K)
         if reference is not None:
             result = SearchResult(result.similarity, torch.as_tensor(list(reference))[result.index])
         checks = verify_search(images, result, self.images, "verify null")
@@ -160,8 +175,19 @@ class MemorizationIndex:
         return self.verification
 
     def search(self, images: Tensor | Sequence[Tensor], k: int = 5, backend: Backend = "torch") -> SearchResult:
-        """Top-k training neighbours of ``images`` ``(B, 1, *spatial)`` (or a list of ``(1, *spatial)``)."""
-        return search(self.embed(images), self.train, k, backend)
+        """Top-k training candidates of ``images`` ``(B, 1, *spatial)`` (or a list of ``(1, *spatial)``)."""
+        batch = list(images)
+        second = embed_images(self.second_embedder, batch, query=True) if self.second is not None else None
+        return self.search_embedded(self.embed(batch), second, k, backend)
+
+    def search_embedded(
+        self, first: Embedded, second: Embedded | None, k: int, backend: Backend = "torch"
+    ) -> SearchResult:
+        """Top-k candidates from query embeddings: the embedder's, united with the second descriptor's if any."""
+        result = search(first, self.train, k, backend)
+        if second is None or self.second is None:
+            return result
+        return union(result, search(second, self.second, k, backend), k)
 
     def embed(self, images: Tensor | Sequence[Tensor]) -> Embedded:
         """Embed images ``(B, 1, *spatial)`` or a list of ``(1, *spatial)`` with the index's embedder."""
@@ -223,6 +249,9 @@ class MemorizationIndex:
                    "null": self.calibration.null.contiguous()}  # fmt: skip
         if self.verification is not None:
             tensors["verified_null"] = self.verification.null.contiguous()
+        if self.second is not None:
+            tensors["second_vectors"] = self.second.vectors.contiguous()
+            tensors["second_owner"] = self.second.owner.contiguous()
         atomic_write(out / EMBEDDINGS, lambda tmp: save_file(tensors, str(tmp)))
         meta: dict[str, Any] = {
             "medgen_version": __version__,
@@ -265,7 +294,10 @@ class MemorizationIndex:
         if ver is not None:
             null = tensors["verified_null"]
             verification = Calibration(float(ver["threshold"]), ver["quantile"], ver["source"], null, ver["notes"])
-        return cls(model, train, meta["files"], calibration, verification)
+        second = None
+        if "second_vectors" in tensors:
+            second = Embedded(tensors["second_vectors"], tensors["second_owner"], train.count, train.spatial_dims)
+        return cls(model, train, meta["files"], calibration, verification, second=second)
 
 
 def _embedder_for(root: Path, spec: dict[str, Any], embedder: nn.Module | None) -> Embedder:
@@ -316,6 +348,8 @@ def build_index(
     files = [str(item.path) for item in items]
     subjects = slice_subjects(items) if train.spatial_dims == 2 else [i.subject for i in items]
     index = MemorizationIndex.build(model, train, files, subjects, held, quantile, seed)
+    if verify:
+        index.second = embed_items(index.second_embedder, items, "--train (second descriptor)")
     if verify and held is not None:
         held_subjects = slice_subjects(held_items) if held.spatial_dims == 2 else [i.subject for i in held_items]
         index.calibrate_verification(held, load_items(held_items), len(set(held_subjects)), quantile)

@@ -222,6 +222,29 @@ def best_of_variants(result: SearchResult, variants: int, k: int, block: int = 1
     return SearchResult(torch.cat(out_sims), torch.cat(out_idx))
 
 
+def union(first: SearchResult, second: SearchResult, k: int) -> SearchResult:
+    """Merge two retrievals of the same queries: interleave their lists (``first`` leads), drop repeats, keep k.
+
+    Each similarity is the one of the retrieval that proposed the item. With ``k`` items from each list, the
+    merged list holds about the top ``k / 2`` of both (all of both when they agree).
+    """
+    sims, idx = [], []
+    lists = (first.similarity.tolist(), first.index.tolist(), second.similarity.tolist(), second.index.tolist())
+    for s1, i1, s2, i2 in zip(*lists, strict=True):
+        seen: set[int] = set()
+        row_s, row_i = [], []
+        a, b = list(zip(s1, i1, strict=True)), list(zip(s2, i2, strict=True))
+        for pair in (p for duo in zip(a, b, strict=False) for p in duo):
+            if pair[1] not in seen and len(row_i) < k:
+                seen.add(pair[1])
+                row_s.append(pair[0])
+                row_i.append(pair[1])
+        sims.append(row_s)
+        idx.append(row_i)
+    width = min(len(r) for r in idx) if idx else 0
+    return SearchResult(torch.tensor([r[:width] for r in sims]), torch.tensor([r[:width] for r in idx]).long())
+
+
 def grouped_topk_cosine(
     queries: Tensor,
     query_owner: Tensor,

@@ -231,6 +231,7 @@ def score_unseen(embedder: str | torch.nn.Module, unseen: UnseenSet, verify: boo
     index = MemorizationIndex.build(model, train, files, planted.subjects, holdout, 0.99)
     index.images = CandidateImages(lambda i: planted.train[i])
     if verify:
+        index.second = embed_images(index.second_embedder, planted.train)
         index.calibrate_verification(holdout, planted.holdout, len(planted.holdout), 0.99)
     queries = planted.generated + unseen.unrelated
     result = index.search(queries, k)

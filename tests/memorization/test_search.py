@@ -76,3 +76,13 @@ def test_faiss_backend_agrees():
     queries, database = _unit(30, 16, 10), _unit(500, 16, 11)
     ours, theirs = topk_cosine(queries, database, k=5), topk_cosine(queries, database, k=5, backend="faiss")
     assert torch.equal(ours.index, theirs.index)
+
+
+def test_union_interleaves_two_retrievals_without_repeats():
+    from medgen.memorization.search import SearchResult, union
+
+    first = SearchResult(torch.tensor([[0.9, 0.8, 0.7]]), torch.tensor([[4, 1, 2]]))
+    second = SearchResult(torch.tensor([[0.99, 0.5, 0.4]]), torch.tensor([[1, 7, 4]]))
+    merged = union(first, second, k=4)
+    assert merged.index.tolist() == [[4, 1, 7, 2]]
+    torch.testing.assert_close(merged.similarity, torch.tensor([[0.9, 0.99, 0.5, 0.7]]))

@@ -26,7 +26,7 @@ def test_verification_finds_every_disguised_copy_of_unseen_images():
     assert verified.false_positive_rate <= 0.01
     assert verified.auroc >= 0.99
     assert verified.unrelated_flagged == 0.0
-    assert verified.recall_at_k >= 0.95
+    assert verified.recall_at_k == 1.0  # the union with the cropped-pixel descriptor finds every source
     assert alone.recall < verified.recall  # the embedding alone misses some disguised copies of unseen anatomy
 
 
