@@ -53,10 +53,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "memorization",
         help="find generated samples that copy training images (report.json + report.html)",
         description=(
-            "Embed training, generated and held-out real images (a structural embedding trained on SSIM targets, "
-            "by default), search each generated sample's nearest training images exactly, flag those above the "
-            "chosen quantile of the held-out null, confirm flagged ones in pixel space, and write DIR/report.json "
-            "and DIR/report.html. 3D volumes are embedded slice by slice. Actions: train-embedder, index."
+            "Retrieve each generated sample's top-k training images by exact embedding search (a structural "
+            "embedding trained on SSIM targets, united with a foreground-cropped pixel descriptor), align the "
+            "sample to each candidate in pixel space (flip, rotation, scale, shift) and flag it when the verified "
+            "score is above the chosen quantile of the held-out null run through the same two stages; write "
+            "DIR/report.json and DIR/report.html. --no-verify: the embedding decides. Actions: train-embedder, "
+            "index."
         ),
     )
     p.add_argument("--train", default=None, metavar="SRC", help="training images: folder, CSV/JSON datalist, demo:KIND")
