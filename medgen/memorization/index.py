@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from medgen import __version__
 from medgen.data.io import atomic_write
 from medgen.errors import InputError
-from medgen.memorization.calibrate import Calibration, calibrate, subject_split
+from medgen.memorization.calibrate import Calibration, CalibrationSource, calibrate, subject_split
 from medgen.memorization.embedders import (
     CroppedPixelEmbedder,
     Embedded,
@@ -170,7 +170,7 @@ class MemorizationIndex:
         if reference is not None:
             result = SearchResult(result.similarity, torch.as_tensor(list(reference))[result.index])
         checks = verify_search(images, result, self.images, "verify null")
-        source = "holdout" if reference is None else "train_split"
+        source: CalibrationSource = "holdout" if reference is None else "train_split"
         self.verification = verified_calibration(checks, quantile, source, n_subjects)
         return self.verification
 

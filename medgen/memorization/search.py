@@ -232,7 +232,8 @@ def union(first: SearchResult, second: SearchResult, k: int) -> SearchResult:
     lists = (first.similarity.tolist(), first.index.tolist(), second.similarity.tolist(), second.index.tolist())
     for s1, i1, s2, i2 in zip(*lists, strict=True):
         seen: set[int] = set()
-        row_s, row_i = [], []
+        row_s: list[float] = []
+        row_i: list[int] = []
         a, b = list(zip(s1, i1, strict=True)), list(zip(s2, i2, strict=True))
         for pair in (p for duo in zip(a, b, strict=False) for p in duo):
             if pair[1] not in seen and len(row_i) < k:

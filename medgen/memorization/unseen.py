@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ def _volume(path: Path) -> tuple[Tensor, float]:
     """``(1, X, Y, Z)`` float32 volume (4D: its first volume) and its first voxel size, read with nibabel."""
     import nibabel as nib
 
-    image = nib.load(str(path))
+    image: Any = nib.load(str(path))  # a Nifti1Image (nibabel's load is typed as the generic base)
     data = np.asarray(image.dataobj, dtype=np.float32)
     while data.ndim > 3:
         data = data[..., 0]

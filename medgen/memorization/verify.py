@@ -130,7 +130,7 @@ def crop_foreground(image: Tensor, margin: float = 0.05) -> Tensor:
         pad = max(margin * (hi - lo + 1), (min(n, 4) - (hi - lo + 1)) / 2)  # at least 4 voxels (thin slabs)
         start = max(0, min(int(lo - pad), n - min(n, 4)))
         box.append(slice(start, max(start + min(n, 4), min(n, int(hi + pad + 0.5) + 1))))
-    return image[(slice(None), *box)]
+    return image[(slice(None),) + tuple(box)]
 
 
 def canonical(image: Tensor, side: int, depth: int | None = None) -> Tensor:
