@@ -1,6 +1,7 @@
 """Drop Lightning's advertising and known-harmless noise from medgen's output, and nothing else.
 
-Lightning prints product tips ("💡 Tip: ... litlogger") and, with recent PyTorch, a deprecation warning about
+Lightning prints product tips ("💡 Tip: ... litlogger"), a note on every checkpoint it saves ("`weights_only`
+was not set", about saving the full training state) and, with recent PyTorch, a deprecation warning about
 ``LeafSpec`` from its own code; ``medgen fit`` and ``medgen generate`` hide exactly those messages (and a few
 more each names). The log levels stay as they are, so every other message of Lightning still shows, and the
 filters are removed when the block ends.
@@ -13,8 +14,10 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-#: Log records dropped always: Lightning's product tips.
-TIPS = ("💡 Tip:",)
+#: Log records dropped always: Lightning's product tips, and its note that a checkpoint it saves holds the full
+#: training state (``weights_only=False`` when saving: optimizer, loops, callbacks, which exact resume needs). That
+#: is about what is written, not about loading: medgen reads checkpoints with ``torch.load(weights_only=True)``.
+TIPS = ("💡 Tip:", "`weights_only` was not set, defaulting to `False`")
 #: Log records ``generate`` also drops: device and process-group banners (it prints its own progress).
 BANNERS = ("GPU available:", "TPU available:", "HPU available:", "Initializing distributed:", "distributed_backend=")
 #: Warnings ignored always (regular expressions matched against the start of the message).
@@ -24,6 +27,7 @@ _SOURCES = (
     "lightning.pytorch.utilities.rank_zero",
     "lightning.fabric.utilities.rank_zero",
     "lightning.fabric.utilities.distributed",
+    "lightning.pytorch.trainer.connectors.checkpoint_connector",
 )
 
 
