@@ -190,10 +190,11 @@ def memorization_stage(out: Path) -> Path:
     _cli(main, ["memorization", "--train", str(out / "real_slices"), "--generated",
                 str(out / "generated" / "manifest.jsonl"), "--out", str(report)])  # fmt: skip
     result = json.loads((report / "report.json").read_text())
+    decision = result.get("verification") or result["calibration"]
     print(f"  {result['n_flagged']} of {len(result['samples'])} samples flagged as copies "
-          f"(threshold {result['threshold']:.3f}, {result['calibration'].get('source')}). The demo trains on two "
-          "brains, so every plausible sample is a slice of one of them: expect many flags; with many patients "
-          "and --holdout the same report separates copies from new anatomy.")  # fmt: skip
+          f"(verified-score threshold {decision['threshold']:.3f}, {decision.get('source')}). A sample is flagged "
+          "only when it aligns with one of its retrieved training slices in pixel space; with many patients and "
+          "--holdout the threshold is steadier.")  # fmt: skip
     return report / "report.html"
 
 
