@@ -38,3 +38,40 @@ def test_rotated_shifted_resampled_copies_of_unseen_volumes_are_flagged():
     print(f"\nunseen 3D: {score}")
     assert score.recall == 1.0 and score.recall_by_disguise["rotation+shift+resample"] == 1.0
     assert score.unrelated_flagged == 0.0 and score.auroc >= 0.99
+
+
+@pytest.mark.slow
+@needs_dipy
+def test_issue_scenario_one_folder_of_slices_without_holdout(tmp_path):
+    """The issue's run: slices of two volumes plus a 2D slice in one folder, no --holdout, default settings."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from medgen.cli import main
+    from medgen.memorization.unseen import DISGUISES, disguise, unrelated_images, unseen_slices
+
+    train, generated = tmp_path / "train", tmp_path / "generated"
+    train.mkdir()
+    generated.mkdir()
+    slices = [(s, subject) for s, subject in unseen_slices() if subject.split(":")[0] in ("example4d", "aniso_vox")]
+    slices += [(s, subject) for s, subject in unseen_slices() if subject == "t1_coronal_slice"]
+    for i, (image, subject) in enumerate(slices):
+        np.save(train / f"{subject.split(':')[0]}_slice{i:03d}.npy", image[0].numpy())
+    gen = torch.Generator().manual_seed(3)
+    picks = list(range(0, len(slices), max(1, len(slices) // 12)))
+    for n, i in enumerate(picks):
+        copy = disguise(slices[i][0], DISGUISES[n % len(DISGUISES)], gen)
+        np.save(generated / f"copy_{n:02d}.npy", copy[0].numpy())
+    for n, image in enumerate(unrelated_images()):
+        np.save(generated / f"unrelated_{n:02d}.npy", image[0].numpy())
+    out = tmp_path / "report"
+    assert main(["memorization", "--train", str(train), "--generated", str(generated), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["verification"]["source"] == "train_split"
+    print(f"\nissue scenario: {report['n_flagged']} of {report['n_generated']} flagged, {report['verification']}")
+    rows = {r["file"].rsplit("/", 1)[-1]: r for r in report["samples"]}
+    missed = [name for name, r in rows.items() if name.startswith("copy_") and not r["flagged"]]
+    wrong = [name for name, r in rows.items() if name.startswith("unrelated_") and r["flagged"]]
+    assert not missed and not wrong, (missed, wrong, {n: r["verified_score"] for n, r in rows.items()})
