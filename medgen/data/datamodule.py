@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -36,7 +37,9 @@ class MedicalImageDataModule(L.LightningDataModule):
         spatial_dims: 2 or 3.
         image_size: Output size (one int for all sides, or one per side); default 256 (2D) / 128 (3D).
         batch_size: Samples per batch.
-        num_workers: DataLoader worker processes (also used to fill the cache).
+        num_workers: At most this many DataLoader worker processes (also used to fill the cache); the value
+            used is ``min(num_workers, CPUs this process may use - 1)`` (:func:`usable_workers`), kept as
+            ``self.num_workers`` and recorded in :meth:`describe`.
         val_fraction: Fraction of subjects held out for validation.
         seed: Seed of the subject split.
         target_spacing: Resample to this spacing in mm before sizing (None keeps each file's grid).
@@ -92,7 +95,7 @@ class MedicalImageDataModule(L.LightningDataModule):
         self.data_dir = data_dir
         self.spatial_dims = spatial_dims
         self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.num_workers = usable_workers(num_workers)
         self.val_fraction = val_fraction
         self.seed = seed
         self.cache: CacheMode = cache
@@ -192,8 +195,8 @@ class MedicalImageDataModule(L.LightningDataModule):
             spacing scaled by the resize; ``None`` when the files carry none), ``intensity`` (how stored values
             map to the model's [-1, 1]: ``{"kind": "window", "low", "high"}`` for CT, invertible to HU; else
             ``{"kind": "percentile"|"zscore"}``, not invertible), ``preprocessing`` (``target_spacing`` and
-            ``resize_mode``: generation prepares conditioning images the same way), ``n_train``, ``n_subjects``
-            and ``vocab``.
+            ``resize_mode``: generation prepares conditioning images the same way), ``n_train``, ``n_subjects``,
+            ``num_workers`` (the number used) and ``vocab``.
         """
         records = [] if self.datalist is None else self.datalist.records
         modality, spacing = self._grid_of_first_image()
@@ -206,6 +209,7 @@ class MedicalImageDataModule(L.LightningDataModule):
             "intensity": self._intensity(modality),
             "n_train": None if self.train_set is None else len(self.train_set),  # type: ignore[arg-type]
             "n_subjects": len({r.subject for r in records}),
+            "num_workers": self.num_workers,
             "vocab": self.condition_vocab,
             "preprocessing": {
                 "target_spacing": None if self.config.target_spacing is None else list(self.config.target_spacing),
@@ -322,6 +326,21 @@ class MedicalImageDataModule(L.LightningDataModule):
             and state_dict["val_subjects"] != current["val_subjects"]
         ):
             log.warning("the validation subjects differ from the checkpoint's; was data_dir or seed changed?")
+
+
+def usable_workers(requested: int) -> int:
+    """``min(requested, CPUs this process may use - 1)``: one core stays for the training loop itself.
+
+    Raises:
+        InputError: ``requested`` is negative.
+    """
+    if requested < 0:
+        raise InputError("data.num_workers", f"expected 0 or more, got {requested}")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    used = max(0, min(requested, cpus - 1))
+    if used < requested:
+        log.info("data.num_workers: %d of the %d requested (%d CPUs available)", used, requested, cpus)
+    return used
 
 
 def _size_tuple(image_size: int | Sequence[int] | None, spatial_dims: int) -> tuple[int, ...]:
