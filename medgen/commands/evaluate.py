@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+from typing import Any
 
 DEFAULT_UNPAIRED = "fid,kid,prdc,diversity"
 DEFAULT_PAIRED = "ssim,ms_ssim,psnr,mae"
@@ -70,8 +73,30 @@ def run(args: argparse.Namespace) -> int:
         from medgen.evaluation.unpaired import evaluate_unpaired
 
         json_path, html_path = evaluate_unpaired(args, real, fake)
+    for line in headline(json.loads(Path(json_path).read_text())["metrics"]):
+        print(line)
     print(f"report: {json_path}\n        {html_path}", file=sys.stderr)
     return 0
+
+
+def headline(metrics: dict[str, Any]) -> list[str]:
+    """One line per metric of a ``report.json``: value, 95% CI and the real-vs-real baseline where defined.
+
+    Example: ``fid: 12.34 (95% CI 10.1 to 14.6; real-vs-real baseline 3.21)``.
+    """
+    lines = []
+    for name, metric in metrics.items():
+        if not isinstance(metric, dict) or not isinstance(metric.get("value"), (int, float)):
+            continue
+        notes = []
+        if isinstance(metric.get("ci95"), (list, tuple)) and len(metric["ci95"]) == 2:
+            notes.append(f"95% CI {metric['ci95'][0]:.4g} to {metric['ci95'][1]:.4g}")
+        base = metric.get("baseline")
+        base = base.get("value") if isinstance(base, dict) else base
+        if isinstance(base, (int, float)):
+            notes.append(f"real-vs-real baseline {base:.4g}")
+        lines.append(f"{name}: {metric['value']:.4g}" + (f" ({'; '.join(notes)})" if notes else ""))
+    return lines
 
 
 def _paired(args: argparse.Namespace, real: list, fake: list) -> tuple[object, object]:
