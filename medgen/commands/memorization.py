@@ -141,7 +141,8 @@ def _decision(report: dict) -> str:
 
 
 def _warn(notes: list[str]) -> None:
-    for note in notes:
+    """Print each calibration note once (the embedding and verified calibrations can share one)."""
+    for note in dict.fromkeys(notes):
         print(f"warning: {note}", file=sys.stderr)
 
 
