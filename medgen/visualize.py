@@ -6,11 +6,12 @@ Written with PIL only (no figure machinery), so grids are cheap enough to log ev
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from medgen.data.io import atomic_write
 
@@ -70,6 +71,81 @@ def image_grid(
         tiles = [to_display(s, value_range) for v in images for s in mid_slices(v)]
         return grid(tiles, ncol=3)
     return grid([to_display(torch.flip(im.transpose(1, 2), dims=(1,)), value_range) for im in images], ncol=ncol)
+
+
+VIEW_NAMES = ("axial", "coronal", "sagittal")
+MIN_TILE = 128
+
+
+@dataclass(frozen=True)
+class GridRow:
+    """One labelled row of a :func:`labelled_grid`.
+
+    Attributes:
+        label: Text drawn left of the row (e.g. ``"real"``, ``"generated 2"``).
+        tiles: uint8 ``(H, W)`` display arrays, left to right.
+    """
+
+    label: str
+    tiles: list[np.ndarray]
+
+
+def image_rows(
+    images: torch.Tensor, label: str, value_range: tuple[float, float] = (-1.0, 1.0), ncol: int = 8
+) -> list[GridRow]:
+    """Rows of a batch for :func:`labelled_grid`: ``ncol`` 2D images a row, or one volume's three views a row.
+
+    Args:
+        images: ``(B, C, X, Y)`` or ``(B, C, X, Y, Z)`` in index order.
+        label: Row label; 3D rows are numbered (``"generated 1"``, …).
+        value_range: Intensities mapped to black and white.
+        ncol: Images per row for 2D batches.
+    """
+    if images.ndim == 5:
+        return [
+            GridRow(f"{label} {i + 1}", [to_display(s, value_range) for s in mid_slices(v)])
+            for i, v in enumerate(images)
+        ]
+    tiles = [to_display(torch.flip(im.transpose(1, 2), dims=(1,)), value_range) for im in images]
+    return [GridRow(label, tiles[i : i + ncol]) for i in range(0, len(tiles), ncol)]
+
+
+def labelled_grid(
+    rows: list[GridRow], column_labels: tuple[str, ...] = (), min_tile: int = MIN_TILE, pad: int = 4
+) -> np.ndarray:
+    """Rows of tiles, each upsampled (nearest neighbour) to at least ``min_tile`` pixels, with row labels.
+
+    All tiles share one integer zoom so their relative sizes stay true; each sits centred in a square slot of
+    side ``>= min_tile``.
+
+    Args:
+        rows: Labelled rows of uint8 ``(H, W)`` tiles.
+        column_labels: Optional labels above the columns (e.g. :data:`VIEW_NAMES` for 3D views).
+        min_tile: Smallest slot side in pixels.
+        pad: Gap between slots in pixels.
+
+    Returns:
+        A uint8 ``(H, W)`` image: labels in white on black.
+    """
+    side = max(max(t.shape) for row in rows for t in row.tiles)
+    zoom = max(1, math.ceil(min_tile / side))
+    slot = side * zoom
+    font = ImageFont.load_default(size=14)
+    margin = max(int(font.getlength(row.label)) for row in rows) + 3 * pad
+    top = 20 if column_labels else 0
+    ncol = max(len(row.tiles) for row in rows)
+    canvas = Image.new("L", (margin + ncol * (slot + pad), top + len(rows) * (slot + pad) + pad))
+    draw = ImageDraw.Draw(canvas)
+    for c, text in enumerate(column_labels):
+        draw.text((margin + c * (slot + pad) + slot // 2, top // 2), text, fill=255, font=font, anchor="mm")
+    for r, row in enumerate(rows):
+        y = top + pad + r * (slot + pad)
+        draw.text((pad, y + slot // 2), row.label, fill=255, font=font, anchor="lm")
+        for c, t in enumerate(row.tiles):
+            big = np.kron(t, np.ones((zoom, zoom), dtype=np.uint8))
+            x0 = margin + c * (slot + pad) + (slot - big.shape[1]) // 2
+            canvas.paste(Image.fromarray(big), (x0, y + (slot - big.shape[0]) // 2))
+    return np.asarray(canvas)
 
 
 def save_grid(

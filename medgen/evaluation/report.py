@@ -21,7 +21,7 @@ from PIL import Image
 
 from medgen import __version__
 from medgen.data.io import atomic_write
-from medgen.visualize import image_grid
+from medgen.visualize import VIEW_NAMES, image_rows, labelled_grid
 
 
 @dataclass
@@ -102,7 +102,7 @@ def write_report(
 
 #: CSS shared by medgen's HTML reports.
 PAGE_STYLE = (
-    "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
+    "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse}"
     "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}td:first-child{text-align:left}"
     ".warn{background:#fff3cd;padding:6px 10px;border-left:4px solid #e0a800}img{image-rendering:pixelated}"
 )
@@ -152,6 +152,15 @@ def _metric_rows(report: Report) -> str:
     return "\n".join(rows)
 
 
+def _samples_img(real: torch.Tensor, fake: torch.Tensor, value_range: tuple[float, float]) -> str:
+    """One labelled grid: rows of real, then generated images (2D: 16 each; 3D: 4 volumes, three views each)."""
+    n = 16 if real.ndim == 4 else 4
+    rows = image_rows(real[:n], "real", value_range) + image_rows(fake[:n], "generated", value_range)
+    canvas = labelled_grid(rows, VIEW_NAMES if real.ndim == 5 else ())
+    alt = "rows: " + ", ".join(row.label for row in rows)
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{png_b64(canvas)}'>"
+
+
 def render_html(
     report: Report,
     data: dict[str, Any],
@@ -172,12 +181,7 @@ def render_html(
     )
     parts.append(_metric_rows(report) + "</table>")
     if real is not None and fake is not None:
-        parts.append("<h2>Real (left) and generated (right)</h2><div style='display:flex;gap:2em'>")
-        for images in (real[:16], fake[:16]):
-            parts.append(
-                f"<img width='480' src='data:image/png;base64,{png_b64(image_grid(images, value_range, ncol=4))}'>"
-            )
-        parts.append("</div><h2>Intensity histograms</h2>")
+        parts.append(f"<h2>Real and generated</h2>{_samples_img(real, fake, value_range)}<h2>Intensity histograms</h2>")
         parts.append(f"<img src='data:image/png;base64,{_histogram_png(real, fake, value_range)}'>")
     if report.per_image:
         keys = list(report.per_image[0])
