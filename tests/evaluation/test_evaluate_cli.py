@@ -62,7 +62,9 @@ def test_paired_report_matches_direct_psnr(tmp_path: Path, spatial_dims: int) ->
     assert lo <= report["metrics"]["psnr"]["value"] <= hi
     assert report["n_real"] == report["n_fake"] == 3 and len(report["per_image"]) == 3
     assert report["protocol"]["data_range"] == 4095 and report["protocol"]["window"] == [-1024, 3071]
-    assert (tmp_path / "out" / "report.html").read_text().count("data:image/png;base64,") == 3
+    assert (tmp_path / "out" / "report.html").read_text().count(
+        "data:image/png;base64,"
+    ) == 2  # labelled grid, histogram
 
 
 def test_synthrad_protocol_and_manifest_input(tmp_path: Path) -> None:
