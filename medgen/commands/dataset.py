@@ -51,7 +51,7 @@ def run(argv: Sequence[str]) -> int:
         "image_size": list(dm.image_size),
         "train_samples": len(dm.train_set),  # type: ignore[arg-type]
         "val_samples": 0 if dm.val_set is None else len(dm.val_set),  # type: ignore[arg-type]
-        "train_subjects": len({r.subject for r in dm.train_set.records}),  # type: ignore[attr-defined]
+        "train_subjects": len(dm.train_subjects),
         "val_subjects": 0 if dm.val_set is None else len({r.subject for r in dm.val_set.records}),  # type: ignore[attr-defined]
         "conditions": sorted(dm.datalist.records[0].conditions) if dm.datalist and dm.datalist.records else [],
         "condition_vocab": dm.condition_vocab,

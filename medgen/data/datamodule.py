@@ -122,6 +122,7 @@ class MedicalImageDataModule(L.LightningDataModule):
         self.skipped: list[tuple[str, str]] = []
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self.train_subjects: list[str] = []
         self._sampler: ResumableRandomSampler | None = None
         self._resume: tuple[int, int] | None = None
         self._first_grid: tuple[str, list[float] | None] | None = None
@@ -147,6 +148,7 @@ class MedicalImageDataModule(L.LightningDataModule):
         self.datalist = Datalist(records, datalist.vocab)
         split = split_by_subject(records, self.val_fraction, self.seed)
         self.train_set = self._dataset(split.train, progress=True)
+        self.train_subjects = sorted({r.subject for r in split.train})
         self.val_set = self._dataset(split.val, progress=False) if split.val else None
         if len(self.train_set) == 0:  # type: ignore[arg-type]
             raise InputError(self.data_dir, "no training samples left (all slices below data.min_foreground?)")
@@ -195,10 +197,10 @@ class MedicalImageDataModule(L.LightningDataModule):
             spacing scaled by the resize; ``None`` when the files carry none), ``intensity`` (how stored values
             map to the model's [-1, 1]: ``{"kind": "window", "low", "high"}`` for CT, invertible to HU; else
             ``{"kind": "percentile"|"zscore"}``, not invertible), ``preprocessing`` (``target_spacing`` and
-            ``resize_mode``: generation prepares conditioning images the same way), ``n_train``, ``n_subjects``,
+            ``resize_mode``: generation prepares conditioning images the same way), ``n_train`` (training samples),
+            ``n_subjects`` (subjects in the training split only; validation subjects are not counted),
             ``num_workers`` (the number used) and ``vocab``.
         """
-        records = [] if self.datalist is None else self.datalist.records
         modality, spacing = self._grid_of_first_image()
         return {
             "data_dir": str(self.data_dir),
@@ -208,7 +210,7 @@ class MedicalImageDataModule(L.LightningDataModule):
             "spacing": spacing,
             "intensity": self._intensity(modality),
             "n_train": None if self.train_set is None else len(self.train_set),  # type: ignore[arg-type]
-            "n_subjects": len({r.subject for r in records}),
+            "n_subjects": None if self.train_set is None else len(self.train_subjects),
             "num_workers": self.num_workers,
             "vocab": self.condition_vocab,
             "preprocessing": {

@@ -190,3 +190,14 @@ def test_cache_modes_give_identical_samples(tmp_path: Path, cache: str) -> None:
     assert len(dm.train_set) == len(ref.train_set) > 0
     for i in range(len(ref.train_set)):
         torch.testing.assert_close(dm.train_set[i]["image"], ref.train_set[i]["image"])
+
+
+def test_describe_counts_only_training_subjects(tmp_path: Path) -> None:
+    save_phantom_set(tmp_path, phantom_family("ct", 2, (16, 16, 8), seed=1))
+    dm = MedicalImageDataModule(
+        str(tmp_path), modality="ct", spatial_dims=3, image_size=16, num_workers=0, val_fraction=0.5
+    )
+    dm.setup("fit")
+    described = dm.describe()
+    assert (described["n_train"], described["n_subjects"]) == (1, 1)  # the second subject is validation only
+    assert dm.val_set is not None and len(dm.val_set) == 1
