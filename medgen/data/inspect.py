@@ -13,6 +13,7 @@ from PIL import Image
 
 from medgen.data.formats import Format, detect_format
 from medgen.data.io import META_FORMAT, META_MODALITY, META_MODALITY_SOURCE, META_SPACING, load_image
+from medgen.data.sitk_reader import SLICE_SPACING_WARNING_KEY
 
 _PIL_DTYPES = {
     "1": "bool",
@@ -81,6 +82,8 @@ def inspect_image(path: str | Path) -> ImageInfo:
             if fmt == "dicom"
             else f"{fmt.upper()} files carry no physical spacing"
         )
+    if img.meta.get(SLICE_SPACING_WARNING_KEY):
+        warnings.append(str(img.meta[SLICE_SPACING_WARNING_KEY]))
     return ImageInfo(
         path=str(path),
         format=fmt,

@@ -9,7 +9,8 @@ formats, so medgen wraps it in MONAI's reader interface and the rest of the MONA
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from medgen.errors import ImageReadError
 
 _IO_BY_SUFFIX = {".mha": "MetaImageIO", ".mhd": "MetaImageIO", ".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO"}
 DICOM_MODALITY_KEY = "0008|0060"
+SLICE_SPACING_WARNING_KEY = "medgen|slice_spacing_warning"
+"""Image metadata key holding medgen's note on a DICOM series with uneven or missing slices."""
 
 
 class SimpleITKReader(ImageReader):
@@ -94,7 +97,8 @@ class SimpleITKReader(ImageReader):
         reader.SetImageIO(io_name)  # force the IO: never let SimpleITK guess from content
         reader.SetFileName(str(path))
         try:
-            return reader.Execute()
+            with itk_warnings_hidden():
+                return reader.Execute()
         except RuntimeError as exc:
             raise ImageReadError(path, f"SimpleITK cannot read it ({_first_line(exc)})") from None
 
@@ -111,13 +115,59 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     reader.MetaDataDictionaryArrayUpdateOn()
     reader.LoadPrivateTagsOff()
     try:
-        image = reader.Execute()
+        with itk_warnings_hidden():  # ITK's "Non uniform sampling" note becomes medgen's own, below
+            image = reader.Execute()
     except RuntimeError as exc:
         raise ImageReadError(folder, f"cannot read the DICOM series ({_first_line(exc)})") from None
     for key in (DICOM_MODALITY_KEY, "0028|0004", "0020|000e"):
         if reader.HasMetaDataKey(0, key):
             image.SetMetaData(key, reader.GetMetaData(0, key).strip())
+    note = slice_spacing_warning(_slice_positions(reader, len(files)), image.GetSpacing()[-1])
+    if note:
+        image.SetMetaData(SLICE_SPACING_WARNING_KEY, note)
     return image
+
+
+@contextmanager
+def itk_warnings_hidden() -> Iterator[None]:
+    """Keep ITK from printing warnings to stderr (medgen reports what matters itself)."""
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+
+
+def _slice_positions(reader: sitk.ImageSeriesReader, n: int) -> list[float]:
+    """Each slice's position (mm) along the slice normal, in the reader's order; empty when tags are missing."""
+    keys = ("0020|0032", "0020|0037")
+    if n < 3 or not all(reader.HasMetaDataKey(i, k) for i in range(n) for k in keys):
+        return []
+    cosines = np.array([float(v) for v in reader.GetMetaData(0, "0020|0037").split("\\")])
+    normal = np.cross(cosines[:3], cosines[3:6])
+    return [float(np.dot([float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")], normal)) for i in range(n)]
+
+
+def slice_spacing_warning(positions: Sequence[float], spacing: float, rtol: float = 0.01) -> str | None:
+    """A note when the gaps between consecutive slices differ by more than ``rtol`` of the read spacing.
+
+    Args:
+        positions: Slice positions along the normal (mm), in volume order.
+        spacing: The slice spacing the volume was read with (mm).
+        rtol: Tolerated spread of the gaps, relative to ``spacing``.
+
+    Returns:
+        The warning text, or None for an evenly sampled series.
+    """
+    gaps = np.abs(np.diff(np.asarray(positions, dtype=np.float64)))
+    if gaps.size < 2 or gaps.max() - gaps.min() <= rtol * max(spacing, 1e-6):
+        return None
+    return (
+        f"non-uniform slice spacing: gaps between the {len(positions)} slices range from {gaps.min():.4g} to "
+        f"{gaps.max():.4g} mm (missing or uneven slices); the volume is read as evenly spaced at {spacing:.4g} mm, "
+        "so positions along the slice axis are off; resample it or drop the series"
+    )
 
 
 def _check_metaimage_data_file(path: Path) -> None:

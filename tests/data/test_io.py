@@ -150,3 +150,20 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
         write_image(np.zeros((2, 2, 2), dtype=object), target)  # nibabel refuses object arrays
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nii.gz"]
+
+
+@pytest.mark.parametrize("last_z", [6.0, 9.0])
+def test_inspect_reports_non_uniform_dicom_slices_itself(
+    tmp_path: Path, last_z: float, capfd: pytest.CaptureFixture[str]
+) -> None:
+    paths = write_dicom_series(tmp_path / "s", np.zeros((8, 8, 4), dtype=np.int16), spacing=(1.0, 1.0, 2.0))
+    ds = pydicom.dcmread(paths[-1])
+    ds.ImagePositionPatient = [0.0, 0.0, last_z]  # 6 keeps the 2 mm gaps; 9 leaves a 5 mm gap (a missing slice)
+    ds.save_as(paths[-1])
+    info = inspect_image(tmp_path / "s")
+    assert "Non uniform" not in capfd.readouterr().err  # ITK's own warning is not printed
+    if last_z == 6.0:
+        assert info.warnings == []
+    else:
+        assert len(info.warnings) == 1 and info.warnings[0].startswith("non-uniform slice spacing")
+        assert "from 2 to 5 mm" in info.warnings[0]
