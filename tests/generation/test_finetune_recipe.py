@@ -39,3 +39,4 @@ def test_readme_recipe_leaves_last_ckpt_with_ema_weights(tmp_path: Path, monkeyp
     assert ema.keys() == trained.keys() and any(not torch.equal(ema[k], trained[k]) for k in ema)
     config = (last.parent.parent / "config.yaml").read_text()  # the resolved config beside the checkpoints
     assert "seed_everything: 0" in config and "medgen.lit.ema.EMA" in config
+    assert (last.parent.parent / "samples" / "step_0000003.png").is_file()  # validated after its last step
