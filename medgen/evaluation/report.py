@@ -158,7 +158,7 @@ def _samples_img(real: torch.Tensor, fake: torch.Tensor, value_range: tuple[floa
     rows = image_rows(real[:n], "real", value_range) + image_rows(fake[:n], "generated", value_range)
     canvas = labelled_grid(rows, VIEW_NAMES if real.ndim == 5 else ())
     alt = "rows: " + ", ".join(row.label for row in rows)
-    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{png_b64(canvas)}'>"
+    return f"<img alt='{html.escape(alt)}' style='max-width:100%' src='data:image/png;base64,{png_b64(canvas)}'>"
 
 
 def render_html(
