@@ -1,16 +1,21 @@
 """Memorization evaluation on images the shipped embedder never saw (issue 12), and its scores.
 
 The shipped structural embedder was trained on MNI152, nibabel's ``anatomical.nii``, MR phantoms of seed 0
-and the demo's CT/X-ray phantoms (:mod:`.shipped`). None of those enter this set:
+and the demo's CT/X-ray phantoms (:mod:`.shipped`). None of those enter this set. Roles are split by subject
+(one volume or file = one subject), so no subject is in two of them:
 
-- **real brain MRI** from dipy's wheel (``S0_10slices`` b0, ``aniso_vox`` b0, ``test_piesno``, the 2D
-  ``t1_coronal_slice``) and nibabel's EPI ``example4d`` (first volume): slices along each axis, with
-  pseudo-subjects = 24 mm slabs (:func:`~medgen.memorization.planted.slab_slices`), split by subject into
-  train (half), holdout (the null, a quarter) and generated-real (a quarter);
+- **training** (copy sources): slab slices (:func:`~medgen.memorization.planted.slab_slices`) of dipy's
+  ``S0_10slices`` b0 and nibabel's EPI ``example4d`` (first volume), plus dipy's 2D ``t1_coronal_slice``;
+- **null** (calibration): every slice with >= 15 % foreground, along each axis, of dipy's ``test_piesno`` and
+  nibabel's Philips phantom EPI (``phantom_EPI_asc_CLEAR_2_1.PAR``);
+- **held-out real** (false-positive rate): every such slice of dipy's ``aniso_vox`` b0 and nibabel's AFNI
+  ``scaled+tlrc`` brain, plus the two head-CT slices in pydicom's test files;
 - **copies** of training slices, one disguise each, cycling through: exact, rotation (±5-10°), translation
   (6-10 % of the field), elastic warp, 10-20 % border, contrast/gamma change;
 - **unrelated images** of other modalities/anatomy: pydicom's CT_small, MR_small and abdominal
   ``examples_overlay``, scikit-image's Shepp-Logan phantom, CT/X-ray phantoms of seed 12345.
+
+Slices of one volume are not independent: the held-out set is a few hundred images of four subjects.
 
 3D: the unseen volumes as a whole, one subject each, with copies rotated (8°), shifted (8 %) and resampled
 (0.8x) among the other volumes.
@@ -18,7 +23,7 @@ and the demo's CT/X-ray phantoms (:mod:`.shipped`). None of those enter this set
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +35,17 @@ from torch import Tensor
 from medgen.data.io import load_image
 from medgen.demo_data import _package_file
 from medgen.memorization.augment import elastic, gamma, rotate_shift
-from medgen.memorization.planted import PlantedSet, slab_slices, split_planted
+from medgen.memorization.planted import PlantedSet, slab_slices
+from medgen.memorization.preprocess import foreground_fraction
 
 DISGUISES = ("exact", "rotation", "translation", "elastic", "border", "contrast")
 MAX_SIDE = 128
+#: Volumes of each role of the 2D evaluation (one subject each; see the module docstring).
+TRAIN_VOLUMES = ("S0_10slices", "example4d")
+NULL_VOLUMES = ("test_piesno", "phantom_EPI")
+HELDOUT_VOLUMES = ("aniso_vox", "scaled+tlrc")
+#: Head-CT slices of pydicom's test files (held-out real images of another modality).
+HELDOUT_DICOM = ("J2K_pixelrep_mismatch.dcm", "693_J2KI.dcm")
 
 
 def unseen_mri_volumes() -> dict[str, Path]:
@@ -43,6 +55,16 @@ def unseen_mri_volumes() -> dict[str, Path]:
         "aniso_vox": _package_file("dipy", "data", "files", "aniso_vox.nii.gz"),
         "test_piesno": _package_file("dipy", "data", "files", "test_piesno.nii.gz"),
         "example4d": _package_file("nibabel", "tests", "data", "example4d.nii.gz"),
+    }
+    return {name: path for name, path in found.items() if path is not None}
+
+
+def _role_volumes() -> dict[str, Path]:
+    """Every volume of the 2D evaluation's roles (:data:`TRAIN_VOLUMES`, null, held-out) that is installed."""
+    found = {
+        **unseen_mri_volumes(),
+        "phantom_EPI": _package_file("nibabel", "tests", "data", "phantom_EPI_asc_CLEAR_2_1.PAR"),
+        "scaled+tlrc": _package_file("nibabel", "tests", "data", "scaled+tlrc.HEAD"),
     }
     return {name: path for name, path in found.items() if path is not None}
 
@@ -78,6 +100,39 @@ def unseen_slices(min_side: int = 24) -> list[tuple[Tensor, str]]:
     if t1 is not None:
         items.append((_shrink(torch.from_numpy(np.load(t1)).float()[None]), "t1_coronal_slice"))
     return items
+
+
+def every_slice(volume: Tensor, name: str, min_side: int = 24) -> list[tuple[Tensor, str]]:
+    """Every slice of ``(1, X, Y, Z)`` along each axis with >= 15 % foreground and both sides >= ``min_side``.
+
+    Returns:
+        ``((1, a, b) slice shrunk to MAX_SIDE, "volume:axis:index")`` pairs.
+    """
+    out = []
+    for axis in range(3):
+        slices = volume.movedim(axis + 1, 0).unsqueeze(1)[:, :, 0]
+        if min(slices.shape[-2:]) < min_side:
+            continue
+        informative = foreground_fraction(slices) >= 0.15
+        out += [(_shrink(slices[i]), f"{name}:{axis}:{i}") for i in range(slices.shape[0]) if informative[i]]
+    return out
+
+
+def _dicom_slices(names: tuple[str, ...]) -> list[tuple[Tensor, str]]:
+    """``((1, H, W), name)`` of pydicom test files (those that ship and decode)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    out = []
+    for name in names:
+        try:
+            path = get_testdata_file(name)
+            if path is not None:
+                pixels = pydicom.dcmread(path).pixel_array.astype(np.float32)
+                out.append((_shrink(torch.from_numpy(pixels)[None]), name))
+        except (RuntimeError, ValueError, OSError):  # no decoder for the transfer syntax
+            continue
+    return out
 
 
 def unrelated_images() -> list[Tensor]:
@@ -139,24 +194,44 @@ class UnseenSet:
         planted: train / holdout / generated (held-out real then copies) with ``copy_of``.
         disguise: Disguise of each generated image (``"real"`` for held-out real images).
         unrelated: Images of other modalities and anatomy.
+        real_names: ``volume:axis:index`` (or file name) of each held-out real image.
+        null_subjects: Subjects (volumes, files) of the null.
     """
 
     planted: PlantedSet
     disguise: list[str]
     unrelated: list[Tensor]
+    real_names: list[str] = field(default_factory=list)
+    null_subjects: int = 0
 
 
 def unseen_2d(n_copies: int = 48, seed: int = 0) -> UnseenSet:
-    """The 2D unseen evaluation (module docstring); copies cycle through :data:`DISGUISES`."""
-    planted = split_planted(unseen_slices(), 0, seed)
+    """The 2D unseen evaluation (module docstring): roles split by volume, copies cycle through :data:`DISGUISES`."""
+    volumes = {name: _volume(path) for name, path in _role_volumes().items()}
+    train_items = [
+        (_shrink(s), subject)
+        for name in TRAIN_VOLUMES
+        if name in volumes
+        for s, subject in slab_slices(volumes[name][0], name, volumes[name][1])
+        if min(s.shape[-2:]) >= 24
+    ]
+    t1 = _package_file("dipy", "data", "files", "t1_coronal_slice.npy")
+    if t1 is not None:
+        train_items.append((_shrink(torch.from_numpy(np.load(t1)).float()[None]), "t1_coronal_slice"))
+    null = [item for name in NULL_VOLUMES if name in volumes for item in every_slice(volumes[name][0], name)]
+    real = [item for name in HELDOUT_VOLUMES if name in volumes for item in every_slice(volumes[name][0], name)]
+    real += _dicom_slices(HELDOUT_DICOM)
+    train = [s for s, _ in train_items]
     gen = torch.Generator().manual_seed(seed)
-    picks = torch.linspace(0, len(planted.train) - 1, min(n_copies, len(planted.train))).round().long().tolist()
+    picks = torch.linspace(0, len(train) - 1, min(n_copies, len(train))).round().long().tolist()
     kinds = [DISGUISES[i % len(DISGUISES)] for i in range(len(picks))]
-    copies = [disguise(planted.train[i], kind, gen) for i, kind in zip(picks, kinds, strict=True)]
-    n_real = len(planted.generated)
-    planted.generated = planted.generated + copies
-    planted.copy_of = torch.tensor([-1] * n_real + picks, dtype=torch.long)
-    return UnseenSet(planted, ["real"] * n_real + kinds, unrelated_images())
+    copies = [disguise(train[i], kind, gen) for i, kind in zip(picks, kinds, strict=True)]
+    copy_of = torch.tensor([-1] * len(real) + picks, dtype=torch.long)
+    planted = PlantedSet(
+        train, [s for s, _ in null], [s for s, _ in real] + copies, copy_of, [n for _, n in train_items]
+    )
+    n_null_subjects = len({n.split(":")[0] for _, n in null})
+    return UnseenSet(planted, ["real"] * len(real) + kinds, unrelated_images(), [n for _, n in real], n_null_subjects)
 
 
 def _resampled_copy(volume: Tensor, angle: float, shift: float, factor: float) -> Tensor:
@@ -204,6 +279,12 @@ class UnseenScore:
         recall_at_k: Fraction of copies whose source is among the top-k retrieved.
         threshold: The calibrated threshold.
         unrelated_flagged: Fraction of unrelated images flagged.
+        false_positives: Held-out real images flagged.
+        n_real: Held-out real images.
+        fpr_upper: One-sided 95 % Clopper-Pearson upper bound of the false-positive rate.
+        flagged_real: Names (:attr:`UnseenSet.real_names`) of the flagged held-out real images with their scores.
+        floor_decided: The threshold is the floor :data:`~medgen.memorization.verified.MIN_VERIFIED_SCORE`
+            (the null's quantile was below it).
     """
 
     method: str
@@ -214,6 +295,18 @@ class UnseenScore:
     recall_at_k: float
     threshold: float
     unrelated_flagged: float
+    false_positives: int = 0
+    n_real: int = 0
+    fpr_upper: float = 1.0
+    flagged_real: list[tuple[str, float]] = field(default_factory=list)
+    floor_decided: bool = False
+
+
+def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided upper confidence bound of a binomial rate with ``k`` events in ``n`` trials (exact)."""
+    from scipy.stats import beta
+
+    return 1.0 if k >= n else float(beta.ppf(confidence, k + 1, n - k))
 
 
 def score_unseen(embedder: str | torch.nn.Module, unseen: UnseenSet, verify: bool, k: int = 20) -> UnseenScore:
@@ -233,7 +326,7 @@ def score_unseen(embedder: str | torch.nn.Module, unseen: UnseenSet, verify: boo
     index.images = CandidateImages(lambda i: planted.train[i])
     if verify:
         index.second = embed_images(index.second_embedder, planted.train)
-        index.calibrate_verification(holdout, planted.holdout, len(planted.holdout), 0.99)
+        index.calibrate_verification(holdout, planted.holdout, unseen.null_subjects or len(planted.holdout), 0.99)
     queries = planted.generated + unseen.unrelated
     result = index.search(queries, k)
     checks = verify_search(queries, result, index.images, "verify") if verify else None
@@ -247,6 +340,10 @@ def score_unseen(embedder: str | torch.nn.Module, unseen: UnseenSet, verify: boo
     labels = torch.cat([torch.ones(len(copy_score)), torch.zeros(len(unrelated_score))]).long()
     found = (result.index[:n_gen][copy] == planted.copy_of[copy].unsqueeze(1)).any(dim=1)
     threshold = index.verification.threshold if index.verification is not None else index.threshold
+    real = [i for i in range(n_gen) if not bool(copy[i])]
+    false_positives = int(flagged[real].sum()) if real else 0
+    names = unseen.real_names or [f"real{i}" for i in range(len(real))]
+    notes = index.verification.notes if index.verification is not None else []
     return UnseenScore(
         method=f"{model.spec.name}{'+verify' if verify else ''}",
         recall=float(flagged[:n_gen][copy].float().mean()),
@@ -260,4 +357,9 @@ def score_unseen(embedder: str | torch.nn.Module, unseen: UnseenSet, verify: boo
         recall_at_k=float(found.float().mean()),
         threshold=threshold,
         unrelated_flagged=float(flagged[n_gen:].float().mean()),
+        false_positives=false_positives,
+        n_real=len(real),
+        fpr_upper=clopper_pearson_upper(false_positives, len(real)),
+        flagged_real=[(names[j], round(float(score[i]), 3)) for j, i in enumerate(real) if bool(flagged[i])],
+        floor_decided=any("floor" in note for note in notes),
     )
