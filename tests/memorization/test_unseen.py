@@ -44,11 +44,6 @@ def test_verification_finds_every_disguised_copy_of_unseen_images(unseen_scores)
 
 @pytest.mark.slow
 @needs_dipy
-@pytest.mark.xfail(
-    strict=True,
-    reason="5 of 227 held-out real slices (all of nibabel's smooth low-resolution scaled+tlrc EPI brain) verify at "
-    "0.61-0.68 against example4d slices, above the 0.6 floor that decides (the 18-image null's 0.99 quantile is 0.46)",
-)
 def test_false_positives_on_held_out_subjects_at_most_one_percent(unseen_scores):
     _, verified, _ = unseen_scores
     assert verified.false_positive_rate <= 0.01, (verified.false_positives, verified.n_real, verified.flagged_real)

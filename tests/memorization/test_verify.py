@@ -47,3 +47,21 @@ def test_noise_blank_and_constant_images_are_never_copies(planted_sets, spatial_
     for name, sample in samples.items():
         best = verify_candidates(sample, candidates, list(range(5)))[0]
         assert best.score < 0.3 < MIN_VERIFIED_SCORE, (name, best)
+
+
+def _blob(shape: tuple[int, ...], widths: tuple[float, ...], offset: float = 0.0) -> torch.Tensor:
+    """A smooth Gaussian blob ``(1, *S)`` with the given half-widths (fractions of the field) per axis."""
+    grids = torch.meshgrid(*[torch.linspace(-1, 1, n) for n in shape], indexing="ij")
+    return torch.exp(-sum(((g - offset) / w) ** 2 for g, w in zip(grids, widths, strict=True)))[None]
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_featureless_blobs_of_different_shape_are_not_copies(spatial_dims):
+    """Aligned blobs share their centre-to-rim intensity profile (NCC > 0.6) but not their edges."""
+    shape, wide, tall = (
+        ((64, 64), (0.5, 0.35), (0.3, 0.6)) if spatial_dims == 2 else ((48, 48, 16), (0.5, 0.35, 0.6), (0.3, 0.6, 0.4))
+    )
+    sample, other = _blob(shape, wide), _blob(shape, tall, offset=0.1)
+    best = verify_candidates(sample, [prepare(other)], [0])[0]
+    assert best.ncc > MIN_VERIFIED_SCORE > best.score
+    assert verify_candidates(sample, [prepare(sample)], [0])[0].score > 0.99
