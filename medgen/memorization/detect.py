@@ -84,6 +84,8 @@ def detect_memorization(
     pictures: dict[str, tuple[Tensor, list[Tensor]]] = {}
     flagged = [i for i, m in enumerate(matches) if m.flagged]
     for i in progress(flagged, "confirm flagged" if not verify else "pictures of flagged"):
+        if verify and len(pictures) >= MAX_PICTURES:
+            break  # with verification this loop only reads images for the report's pictures
         image = _image(items[i].path)
         if not verify:
             neighbours = [(j, _image(index.files[j])) for j in result.index[i].tolist()]

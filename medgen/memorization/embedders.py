@@ -144,7 +144,7 @@ class PixelEmbedder(Embedder):
         return F.normalize(prepare_2d(images, self.size).flatten(1), dim=1)
 
 
-class CroppedPixelEmbedder(Embedder):
+class CroppedPixelEmbedder(PixelEmbedder):
     """Second retrieval descriptor: the foreground box, square-padded, at ``size``², z-scored, flattened.
 
     Cropping to the foreground (:func:`~medgen.memorization.verify.crop_foreground`) makes it tolerant of
@@ -156,8 +156,7 @@ class CroppedPixelEmbedder(Embedder):
     query_rotations = (-10.0, -5.0, 0.0, 5.0, 10.0)
 
     def __init__(self, size: int = 32) -> None:
-        super().__init__()
-        self.size = size
+        super().__init__(size)
         words = f"crop to the foreground box, pad to square, resize {size}x{size}, z-score, flatten, L2-normalise"
         self.spec = EmbedderSpec("pixel-crop", None, size * size, words)
 

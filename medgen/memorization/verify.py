@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medgen.evaluation.similarity import ssim
+from medgen.memorization.preprocess import zscore
 
 
 @dataclass(frozen=True)
@@ -201,11 +202,6 @@ def transform(x: Tensor, flip: Tensor, angle: Tensor, scale: Tensor, shift: Tens
     return F.grid_sample(x.expand(angle.shape[0], *x.shape[1:]), grid, align_corners=False, padding_mode="zeros")
 
 
-def _zscore(x: Tensor) -> Tensor:
-    dims = tuple(range(1, x.ndim))
-    return (x - x.mean(dim=dims, keepdim=True)) / (x.std(dim=dims, keepdim=True) + 1e-6)
-
-
 def _best_shifts(moving: Tensor, fixed: Tensor, max_shift: float) -> tuple[Tensor, Tensor]:
     """Best circular shift of each of ``V`` moving images for each of ``K`` fixed ones (FFT correlation).
 
@@ -242,8 +238,8 @@ def _grid_search(
     moving: Tensor, fixed: Tensor, flip: Tensor, angle: Tensor, scale: Tensor, max_shift: float
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Best variant (index into the ``V`` transforms) and shift of ``moving`` ``(1,1,*S)`` per fixed ``(K,1,*S)``."""
-    variants = _zscore(transform(moving, flip, angle, scale, torch.zeros(angle.shape[0], moving.ndim - 2)))
-    corr, shifts = _best_shifts(variants, _zscore(fixed), max_shift)
+    variants = zscore(transform(moving, flip, angle, scale, torch.zeros(angle.shape[0], moving.ndim - 2)))
+    corr, shifts = _best_shifts(variants, zscore(fixed), max_shift)
     value, best = corr.max(dim=0)  # (K,)
     return value, best, shifts[best, torch.arange(fixed.shape[0])]
 
@@ -308,7 +304,7 @@ def score_pair(aligned: Tensor, fixed: Tensor) -> tuple[float, float, float]:
     edges = _pearson(_ranks(edges_a[both]), _ranks(edges_b[both]))
     score = min(intensity, edges) * min(1.0, dice / 0.8)
     ncc = _pearson(a[either], b[either]) if n_either else 0.0
-    pair = _zscore(torch.cat([aligned, fixed]))
+    pair = zscore(torch.cat([aligned, fixed]))
     side = min(fixed.shape[2:])
     k = min(11, side - (1 - side % 2))
     value = float(ssim(pair[:1], pair[1:], data_range=float(pair.max() - pair.min()), kernel_size=k,
