@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from medgen.sampling.common import expand_like
+from medgen.objectives.time import expand_like
 
 __all__ = ["TrainingTarget", "expand_like", "weighted_mse"]
 

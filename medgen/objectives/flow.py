@@ -16,14 +16,14 @@ import torch
 
 from medgen.config import class_config
 from medgen.errors import InputError
-from medgen.objectives.common import TrainingTarget, expand_like, weighted_mse
-from medgen.sampling.flow import resolution_shift, shift_time
+from medgen.objectives.common import TrainingTarget, weighted_mse
+from medgen.objectives.time import expand_like, resolution_shift, shift_time
 
 TimeSampling = Literal["uniform", "logit_normal"]
 
 
 def resolution_shift_for(spatial_shape: tuple[int, ...], base_voxels: int = 64 * 64) -> float:
-    """:func:`~medgen.sampling.flow.resolution_shift` for an image of ``spatial_shape``, at least 1."""
+    """:func:`~medgen.objectives.time.resolution_shift` for an image of ``spatial_shape``, at least 1."""
     return max(1.0, resolution_shift(math.prod(spatial_shape), base_voxels))
 
 

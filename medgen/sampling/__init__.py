@@ -4,16 +4,15 @@ Every sampler is a plain function of a *denoise function* ``denoise(x, t, cond)`
 :data:`DenoiseFn`); it builds whatever scheduler it needs afresh and keeps its loop state in locals.
 """
 
-from medgen.sampling.common import DenoiseFn, expand_like
+from medgen.objectives.time import expand_like, resolution_shift, shift_time
+from medgen.sampling.common import DenoiseFn
 from medgen.sampling.diffusion import sample_diffusion
 from medgen.sampling.flow import (
     Solver,
     flow_timesteps,
     integrate,
     invert_flow,
-    resolution_shift,
     sample_flow,
-    shift_time,
     translate,
 )
 from medgen.sampling.guidance import guided

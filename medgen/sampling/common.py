@@ -28,19 +28,6 @@ velocity ``dx/dt = noise - x0`` of the path ``x_t = (1 - t) x0 + t noise``.
 """
 
 
-def expand_like(t: Tensor, x: Tensor) -> Tensor:
-    """View a per-sample ``(B,)`` tensor as ``(B, 1, ..., 1)`` so it broadcasts against ``x``.
-
-    Args:
-        t: ``(B,)`` per-sample values.
-        x: ``(B, C, *spatial)`` tensor of any number of dimensions.
-
-    Returns:
-        ``t`` viewed with shape ``(B,) + (1,) * (x.ndim - 1)``.
-    """
-    return t.view(t.shape[0], *([1] * (x.ndim - 1)))
-
-
 def check_shape(shape: Sequence[int]) -> tuple[int, ...]:
     """Validate a sample shape ``(B, C, H, W)`` or ``(B, C, D, H, W)`` and return it as a tuple."""
     shape = tuple(int(s) for s in shape)
@@ -82,7 +69,7 @@ def initial_noise(
     return torch.randn(shape, generator=generator, device=draw_on).to(device)
 
 
-def batch_condition(cond: Condition | None, batch_size: int, device: torch.device | str) -> Condition | None:
+def broadcast_condition(cond: Condition | None, batch_size: int, device: torch.device | str) -> Condition | None:
     """The condition on ``device`` after checking its batch size (``None`` for no or an empty condition).
 
     Raises:

@@ -26,7 +26,7 @@ from torch import Tensor
 from medgen.errors import InputError
 from medgen.nets.condition import Condition
 from medgen.progress import progress as progress_bar
-from medgen.sampling.common import DenoiseFn, Generators, batch_condition, initial_noise
+from medgen.sampling.common import DenoiseFn, Generators, broadcast_condition, initial_noise
 from medgen.sampling.guidance import guided
 from medgen.sampling.schedulers import make_scheduler
 
@@ -68,7 +68,7 @@ def sample_diffusion(
     scheduler: Any = make_scheduler(sampler, scheduler_config)  # Any: SchedulerMixin declares no step API
     _set_timesteps(scheduler, _default_num_steps(scheduler) if num_steps is None else num_steps, device)
     x = initial_noise(shape, generator, device, x_T) * float(scheduler.init_noise_sigma)
-    cond = batch_condition(cond, x.shape[0], device)
+    cond = broadcast_condition(cond, x.shape[0], device)
     model = guided(denoise, guidance)
     step = _step_fn(scheduler, generator)
     timesteps = scheduler.timesteps

@@ -13,7 +13,6 @@ skips the corrector on the step to ``t = 0``) and the explicit midpoint rule.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Literal
@@ -23,38 +22,13 @@ from torch import Tensor
 
 from medgen.errors import InputError
 from medgen.nets.condition import Condition
+from medgen.objectives.time import shift_time
 from medgen.progress import progress as progress_bar
-from medgen.sampling.common import DenoiseFn, Generators, batch_condition, initial_noise
+from medgen.sampling.common import DenoiseFn, Generators, broadcast_condition, initial_noise
 from medgen.sampling.guidance import guided
 
 Solver = Literal["euler", "heun", "midpoint"]
 StepFn = Callable[[DenoiseFn, Tensor, float, float, Condition | None], Tensor]
-
-
-def shift_time(t: Tensor, shift: float) -> Tensor:
-    """The resolution-dependent time shift ``t' = shift t / (1 + (shift - 1) t)`` (SD3, Eq. 23).
-
-    It keeps ``0`` and ``1`` fixed and, for ``shift > 1``, moves every other time toward ``t = 1``.
-    """
-    return shift * t / (1 + (shift - 1) * t)
-
-
-def resolution_shift(num_voxels: int, base_voxels: int = 64 * 64) -> float:
-    """The time shift for images of ``num_voxels`` relative to a ``base_voxels`` reference: ``sqrt(n / n0)``.
-
-    Esser et al. 2024 (SD3, arXiv:2403.03206, Sec. 5.3.2): with more voxels the same noise level destroys
-    less of the image, since neighbouring voxels carry redundant signal that averaging recovers; a
-    schedule tuned at ``base_voxels`` then spends too few steps at high noise, where the coarse layout is
-    decided. Matching the signal-to-noise ratio of ``n`` voxels to that of ``n0`` gives the factor
-    ``sqrt(n / n0)`` on the noise-to-signal ratio ``t / (1 - t)``, i.e. :func:`shift_time` with that shift.
-
-    Args:
-        num_voxels: Voxels per channel of the sampled images (``H * W`` or ``D * H * W``).
-        base_voxels: Voxels per channel at which the schedule was tuned (default 64x64).
-    """
-    if num_voxels < 1 or base_voxels < 1:
-        raise InputError("num_voxels", f"expected positive voxel counts, got {num_voxels} and {base_voxels}")
-    return math.sqrt(num_voxels / base_voxels)
 
 
 def flow_timesteps(
@@ -67,7 +41,7 @@ def flow_timesteps(
 
     Args:
         num_steps: Number of integration steps.
-        shift: Time shift (1: linear grid; > 1: denser near ``t = 1``); see :func:`resolution_shift`.
+        shift: Time shift (1: linear grid; > 1: denser near ``t = 1``); see :func:`~medgen.objectives.time.resolution_shift`.
         device: Device of the result.
         dtype: Float type of the result.
 
@@ -155,7 +129,7 @@ def integrate(
         raise InputError("solver", f"unknown ODE solver '{solver}'; expected one of {', '.join(_STEPS)}")
     step = _STEPS[solver]
     times = _time_grid(t_from, t_to, num_steps, shift).tolist()
-    cond = batch_condition(cond, x.shape[0], x.device)
+    cond = broadcast_condition(cond, x.shape[0], x.device)
     v = guided(velocity, guidance)
     pairs = list(pairwise(times))
     for t, t_next in progress_bar(pairs, desc=f"flow ({solver})") if progress else pairs:
@@ -186,7 +160,7 @@ def sample_flow(
         shape: Sample shape ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
         num_steps: Number of integration steps ``n``.
         solver: ``"euler"``, ``"heun"`` or ``"midpoint"``.
-        shift: Time shift of the grid (1: uniform; see :func:`resolution_shift`).
+        shift: Time shift of the grid (1: uniform; see :func:`~medgen.objectives.time.resolution_shift`).
         cond: Condition of batch size ``B`` (``None``: unconditional).
         guidance: Classifier-free guidance weight (1: none).
         generator: Random generator of the start noise, or one per sample.
