@@ -121,10 +121,15 @@ def _detect(args: argparse.Namespace) -> int:
     for option in ("generated", "out"):
         if getattr(args, option) is None:
             raise InputError(f"--{option}", "required")
-    report = detect_memorization(
-        args.train, args.generated, args.out, args.holdout, args.embedder, args.quantile, args.top_k, args.index,
-        args.verify, args.include_qc_failed,
-    )  # fmt: skip
+    try:
+        report = detect_memorization(
+            args.train, args.generated, args.out, args.holdout, args.embedder, args.quantile, args.top_k,
+            args.index, args.verify, args.include_qc_failed,
+        )  # fmt: skip
+    except InputError as error:
+        if error.subject == "top_k":  # the library names its parameter; the user gave the flag
+            raise InputError("--top-k", error.problem) from error
+        raise
     _warn(report["calibration"]["notes"] + ((report.get("verification") or {}).get("notes") or []))
     print(
         f"flagged {report['n_flagged']} of {report['n_generated']} ({_decision(report)}); "

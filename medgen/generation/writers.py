@@ -84,7 +84,7 @@ def write_sample(
     data = sample.detach().cpu().float()
     if fmt == "png":
         if data.ndim != 3 or data.shape[0] != 1:
-            raise InputError("--format", f"png takes single-channel 2D samples, got shape {tuple(data.shape)}")
+            raise InputError("fmt", f"png takes single-channel 2D samples, got shape {tuple(data.shape)}")
         return _write_png(np.rint((data[0].clamp(-1, 1).numpy() + 1.0) * 127.5).astype(np.uint8), path)
     values = to_output_units(data, intensity)[0].numpy()
     if fmt == "npy":

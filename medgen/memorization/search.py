@@ -158,7 +158,7 @@ def topk_cosine(
         :class:`SearchResult` with ``(Q, k)`` similarities and database row indices.
     """
     if k < 1:
-        raise InputError("--top-k", f"expected at least 1, got {k}")
+        raise InputError("top_k", f"expected at least 1, got {k}")
     if backend == "faiss" or (backend == "auto" and faiss_available() and isinstance(database, Tensor)):
         return _faiss_topk(queries, database, k)
     q = queries.float().contiguous()
@@ -295,8 +295,10 @@ def search(queries: Embedded, database: Embedded, k: int = 5, backend: Backend =
     """Top-k database images (2D) or volumes (3D, slice-wise) for each query item.
 
     Raises:
-        InputError: One set is 2D and the other 3D.
+        InputError: One set is 2D and the other 3D, or ``k`` is below 1 (named ``top_k``, as callers call it).
     """
+    if k < 1:
+        raise InputError("top_k", f"expected at least 1, got {k}")
     if queries.spatial_dims != database.spatial_dims:
         raise InputError("images", "generated and training images must both be 2D or both be 3D")
     if database.variants != 1:

@@ -60,14 +60,16 @@ class DiffusionObjective:
         self.config = class_config(self, {k: v for k, v in locals().items() if k not in ("self", "__class__")})
         if prediction_type not in _DIFFUSERS_PREDICTION:
             raise InputError(
-                "model.objective.prediction_type", f"expected epsilon, v or sample, got '{prediction_type}'"
+                "DiffusionObjective.prediction_type", f"expected epsilon, v or sample, got '{prediction_type}'"
             )
         if beta_schedule not in _DIFFUSERS_SCHEDULE:
             raise InputError(
-                "model.objective.beta_schedule", f"expected linear, scaled_linear or cosine, got '{beta_schedule}'"
+                "DiffusionObjective.beta_schedule", f"expected linear, scaled_linear or cosine, got '{beta_schedule}'"
             )
         if min_snr_gamma is not None and min_snr_gamma <= 0:
-            raise InputError("model.objective.min_snr_gamma", f"expected a positive value or null, got {min_snr_gamma}")
+            raise InputError(
+                "DiffusionObjective.min_snr_gamma", f"expected a positive value or None, got {min_snr_gamma}"
+            )
         self.prediction_type = prediction_type
         self.min_snr_gamma = min_snr_gamma
         self.offset_noise = offset_noise

@@ -51,11 +51,9 @@ class FlowObjective:
     ) -> None:
         self.config = class_config(self, {k: v for k, v in locals().items() if k not in ("self", "__class__")})
         if time_sampling not in ("uniform", "logit_normal"):
-            raise InputError(
-                "model.objective.time_sampling", f"expected uniform or logit_normal, got '{time_sampling}'"
-            )
+            raise InputError("FlowObjective.time_sampling", f"expected uniform or logit_normal, got '{time_sampling}'")
         if shift != "auto" and float(shift) <= 0:
-            raise InputError("model.objective.shift", f"expected a positive number or 'auto', got {shift}")
+            raise InputError("FlowObjective.shift", f"expected a positive number or 'auto', got {shift}")
         self.time_sampling = time_sampling
         self.logit_mean = logit_mean
         self.logit_std = logit_std

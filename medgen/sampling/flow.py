@@ -41,7 +41,8 @@ def flow_timesteps(
 
     Args:
         num_steps: Number of integration steps.
-        shift: Time shift (1: linear grid; > 1: denser near ``t = 1``); see :func:`~medgen.objectives.time.resolution_shift`.
+        shift: Time shift (1: linear grid; > 1: denser near ``t = 1``); see
+            :func:`~medgen.objectives.time.resolution_shift`.
         device: Device of the result.
         dtype: Float type of the result.
 

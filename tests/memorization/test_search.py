@@ -46,8 +46,20 @@ def test_streams_an_iterable_of_chunks():
 def test_k_larger_than_database_and_bad_k():
     result = topk_cosine(_unit(4, 8, 4), _unit(3, 8, 5), k=10)
     assert result.index.shape == (4, 3)
-    with pytest.raises(InputError, match="--top-k"):
+    with pytest.raises(InputError, match="^top_k: "):
         topk_cosine(_unit(4, 8, 4), _unit(3, 8, 5), k=0)
+
+
+def test_library_names_top_k_and_the_cli_names_the_flag(monkeypatch, tmp_path, capsys):
+    from medgen.cli import main
+
+    def detect(*args, **kwargs):
+        raise InputError("top_k", "expected at least 1, got 0")
+
+    monkeypatch.setattr("medgen.memorization.detect.detect_memorization", detect)
+    argv = ["memorization", "--train", str(tmp_path), "--generated", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "--top-k: expected at least 1, got 0" in capsys.readouterr().err
 
 
 def test_grouped_search_is_mean_of_best_slice_matches():

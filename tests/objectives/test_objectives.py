@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from medgen.errors import InputError
 from medgen.objectives import DiffusionObjective, FlowObjective
-from medgen.objectives.flow import resolution_shift_for, shift_time
+from medgen.objectives.flow import resolution_shift_for
+from medgen.objectives.time import shift_time
 
 
 def _x0(spatial_dims: int) -> torch.Tensor:
@@ -91,3 +93,29 @@ def test_same_generator_same_draw(objective: object) -> None:
     a = objective.training_target(x0, torch.Generator().manual_seed(5))  # type: ignore[attr-defined]
     b = objective.training_target(x0, torch.Generator().manual_seed(5))  # type: ignore[attr-defined]
     assert torch.equal(a.x_t, b.x_t) and torch.equal(a.t, b.t)
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: DiffusionObjective(prediction_type="x"), "DiffusionObjective.prediction_type"),  # type: ignore[arg-type]
+        (lambda: DiffusionObjective(beta_schedule="x"), "DiffusionObjective.beta_schedule"),  # type: ignore[arg-type]
+        (lambda: DiffusionObjective(min_snr_gamma=0.0), "DiffusionObjective.min_snr_gamma"),
+        (lambda: FlowObjective(time_sampling="x"), "FlowObjective.time_sampling"),  # type: ignore[arg-type]
+        (lambda: FlowObjective(shift=0.0), "FlowObjective.shift"),
+    ],
+)
+def test_errors_name_the_class_parameter(make: object, field: str) -> None:
+    """Library errors name the constructor parameter, not a config path (the CLI layer maps those)."""
+    with pytest.raises(InputError) as info:
+        make()  # type: ignore[operator]
+    assert info.value.subject == field
+
+
+def test_objectives_do_not_import_sampling() -> None:
+    """Objectives sit below sampling: importing them must not pull medgen.sampling in."""
+    import subprocess
+    import sys
+
+    code = "import sys, medgen.objectives; assert not [m for m in sys.modules if m.startswith('medgen.sampling')]"
+    subprocess.run([sys.executable, "-c", code], check=True)
