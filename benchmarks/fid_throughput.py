@@ -22,7 +22,7 @@ from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from medgen.evaluation.distribution import FID, FeatureBank, fid
-from medgen.evaluation.features import InceptionExtractor
+from medgen.evaluation.extractors.inception import InceptionExtractor
 
 
 class _FIDFromBank(FeatureBank):

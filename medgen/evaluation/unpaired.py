@@ -19,7 +19,7 @@ from medgen.data.io import META_MODALITY, META_MODALITY_SOURCE, load_image
 from medgen.data.presets import ModalityIntensity, check_window_units
 from medgen.errors import InputError
 from medgen.evaluation.distribution import prdc
-from medgen.evaluation.features import get_extractor
+from medgen.evaluation.extractors import get_extractor
 from medgen.evaluation.report import MetricValue, Report, write_report
 from medgen.evaluation.similarity import ms_ssim
 from medgen.evaluation.slicing import PLANES, plane_features, slice_counts

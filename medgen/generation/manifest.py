@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medgen.data.io import atomic_write
-from medgen.evaluation.features import file_sha256
+from medgen.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ import torch
 from medgen import __version__
 from medgen.data.io import atomic_write
 from medgen.errors import InputError
-from medgen.evaluation.features import file_sha256
 from medgen.generation import manifest
 from medgen.generation.conditions import ConditionPlan, batch_condition, load_condition_image
 from medgen.generation.gate import GateResult, MemorizationGate
@@ -35,6 +34,7 @@ from medgen.generation.writers import (
     write_mask,
     write_sample,
 )
+from medgen.hashing import file_sha256
 from medgen.lit.base import GenerativeModule
 from medgen.nets.invariance import batch_invariant_kernels, make_batch_invariant
 from medgen.progress import progress

@@ -177,7 +177,7 @@ class InceptionEmbedder(Embedder):
 
     def __init__(self, weights: str | Path | None = None, size: int = 128) -> None:
         super().__init__()
-        from medgen.evaluation.features import get_extractor
+        from medgen.evaluation.extractors import get_extractor
 
         self.extractor, extractor_spec = get_extractor("inception", weights)
         self.size = size
@@ -226,7 +226,7 @@ class ModuleEmbedder(Embedder):
 
 def file_sha256(path: Path) -> str:
     """sha256 hex digest of a file."""
-    from medgen.evaluation.features import file_sha256 as _cached
+    from medgen.hashing import file_sha256 as _cached
 
     return _cached(path)
 

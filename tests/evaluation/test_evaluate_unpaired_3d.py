@@ -17,9 +17,9 @@ from medgen.cli import main
 from medgen.data.io import load_image, write_image
 from medgen.data.phantoms import phantom_family
 from medgen.evaluation.distribution import fid
-from medgen.evaluation.features import file_sha256
-from medgen.evaluation.medical_extractors import RadImageNetExtractor, RadImageNetResNet50
+from medgen.evaluation.extractors.medical import RadImageNetExtractor, RadImageNetResNet50
 from medgen.evaluation.slicing import PLANES, plane_features
+from medgen.hashing import file_sha256
 
 WINDOW = (-1024.0, 3071.0)
 SHAPE = (20, 16, 12)

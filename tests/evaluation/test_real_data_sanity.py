@@ -17,7 +17,7 @@ from medgen.data.datalist import ImageRecord
 from medgen.data.datasets import PipelineConfig, SliceDataset
 from medgen.demo_data import demo_folder
 from medgen.evaluation.distribution import fid
-from medgen.evaluation.features import InceptionExtractor
+from medgen.evaluation.extractors.inception import InceptionExtractor
 
 N = 12  # slices per set: 36 Inception passes, about 12 s on one free CPU thread
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from medgen.data.phantoms import phantom_family
-from medgen.evaluation.features import InceptionExtractor
+from medgen.evaluation.extractors.inception import InceptionExtractor
 
 OUT = Path(__file__).with_name("inception_golden.npz")
 

@@ -1,9 +1,10 @@
 """Medical feature extractors: RadImageNet ResNet-50 (2D) and MedicalNet ResNet-10/50 (3D), from local weights.
 
-Both follow :mod:`medgen.evaluation.features`' contract (an ``nn.Module`` mapping images to ``(N, d)`` float64
-features, ``.spec`` for the report) and are built by :func:`~medgen.evaluation.features.get_extractor` under the
-names ``radimagenet_resnet50``, ``medicalnet_resnet10`` and ``medicalnet_resnet50``. No package ships their
-weights: a missing file raises :class:`~medgen.errors.InputError` naming it, its source and licence.
+Both follow :mod:`medgen.evaluation.extractors.base`' contract (an ``nn.Module`` mapping images to ``(N, d)``
+float64 features, ``.spec`` for the report) and are built by :func:`~medgen.evaluation.extractors.get_extractor`
+under the names ``radimagenet_resnet50``, ``medicalnet_resnet10`` and ``medicalnet_resnet50``. No package ships
+their weights: a missing file raises :class:`~medgen.errors.InputError` naming it, its source and licence. State
+dicts are read by :func:`medgen.weights.read_state`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from monai.networks.nets import resnet10, resnet50
 from torch import Tensor, nn
 
 from medgen.errors import InputError
-from medgen.evaluation.features import FrozenExtractor, WeightsFile, check_images, locate_weights, verify_weights
+from medgen.evaluation.extractors.base import (
+    FrozenExtractor,
+    WeightsFile,
+    check_images,
+    locate_weights,
+    verify_weights,
+)
+from medgen.weights import read_state
 
 _RIN = "huggingface.co/MONAI/checkpoints (PyTorch conversion of the BMEII-AI/RadImageNet Keras ResNet-50)"
 _RIN_LICENCE = "RadImageNet terms (CC BY 4.0 per its RSNA AI Atlas card); check before redistribution"
@@ -74,13 +82,20 @@ class RadImageNetResNet50(nn.Module):
 
 
 def _load_state(net: nn.Module, path: Path, what: str) -> None:
-    """Load a (possibly DataParallel-prefixed, possibly ``{"state_dict": ...}``-wrapped) state dict strictly."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise InputError(path, f"expected a {what} state dict, got {type(state).__name__}")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    """Load a (possibly DataParallel-prefixed, possibly ``{"state_dict": ...}``-wrapped) state dict strictly.
+
+    Args:
+        net: Network whose parameters and buffers the file must match exactly (heads aside).
+        path: The weights file.
+        what: The network in words, for error messages (``"RadImageNet ResNet-50"``).
+
+    Raises:
+        InputError: The file is unreadable, not a state dict, or its keys or shapes do not match ``net``.
+    """
+    try:
+        state = read_state(path, strip=("module.",))
+    except InputError as err:  # unreadable, or not a name -> tensor mapping
+        raise InputError(path, f"not a {what} state dict: {err.problem}") from None
     state = {k: v for k, v in state.items() if not k.startswith(("conv_seg.", "fc."))}  # heads are not features
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)
