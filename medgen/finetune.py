@@ -1,28 +1,32 @@
-"""Fine-tuning: start a run from pretrained weights, into a possibly different model config.
+"""Starting a run from pretrained weights: the :class:`Pretrained` callback, and the loading it does.
 
-``medgen fit --model.init_from PATH_OR_NAME`` copies the weights (never the optimizer state) of a ``.ckpt``, an
-exported folder, a registry name or a MONAI model-zoo style state dict (``DiffusionModelUNet`` /
-``ControlNet`` / ``AutoencoderKL`` weights saved with ``torch.save(net.state_dict())`` or as safetensors)
-into the new module.
-Tensors whose name and shape match are copied; new ones (an added condition embedding, extra input
-channels) keep their fresh initialisation; the report lists exactly which. Lightning's own
-``load_from_checkpoint`` needs the same config and loads optimizer-free but all-or-nothing, hence this module.
+``medgen fit --pretrained.init_from PATH_OR_NAME`` copies the weights (never the optimizer state) of a ``.ckpt``, an
+exported folder, a registry name or a MONAI model-zoo style state dict (``DiffusionModelUNet`` / ``ControlNet`` /
+``AutoencoderKL`` weights saved with ``torch.save(net.state_dict())`` or as safetensors) into the new model.
+Tensors whose name and shape match are copied; new ones (an added condition embedding, extra input channels) keep
+their fresh initialisation; the report lists exactly which. ``--pretrained.autoencoder_from`` loads a latent
+model's first stage, ``--pretrained.freeze`` keeps parameters fixed. Lightning's own ``load_from_checkpoint``
+needs the same config and loads all-or-nothing, hence this module. It sits above :mod:`medgen.store` and
+:mod:`medgen.lit`, so neither the tasks nor the models know where weights come from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lightning as L
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from medgen.errors import InputError
+from medgen.models.base import TrainableModel
+from medgen.models.latent import LatentSpace
+from medgen.weights import WEIGHT_SUFFIXES, align_prefix, best_prefix, read_state
 
-#: Where the tensors of a bare MONAI network sit inside medgen modules, tried in order.
+#: Where the tensors of a bare MONAI network sit inside medgen models, tried in order.
 _BARE_PREFIXES = ("net.", "net.unet.", "net.base.unet.", "net.controlnet.", "autoencoder.")
 
 
@@ -58,49 +62,23 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def read_state(ref: str | Path, use_ema: bool = True) -> dict[str, torch.Tensor]:
-    """The pretrained state dict behind ``ref`` (verified where a card gives a sha256; never unpickled)."""
-    from medgen import registry
-    from medgen.checkpoints import read_checkpoint
+def read_pretrained(ref: str | Path, use_ema: bool = True) -> dict[str, torch.Tensor]:
+    """The pretrained tensors behind ``ref``, named as in a model's ``state_dict`` (verified where a card has a sha256).
+
+    Args:
+        ref: A ``.ckpt``, exported folder or registry name, or a bare ``.pt``/``.pth``/``.bin``/``.safetensors``.
+        use_ema: From a ``.ckpt``, the EMA weights when the run kept them.
+    """
+    from medgen.store.ckpt import model_state, read_checkpoint
+    from medgen.store.registry import load_weights, resolve
 
     path = Path(ref)
-    if path.is_file() and path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
-        return _bare_state(path)
-    source = registry.resolve(ref)
+    if path.is_file() and path.suffix in WEIGHT_SUFFIXES and path.suffix != ".ckpt":
+        return read_state(path)
+    source = resolve(ref)
     if source.kind == "export":
-        return registry.load_weights(source)
-    ckpt = read_checkpoint(source.path)
-    key = "state_dict" if use_ema else "current_model_state"
-    return dict(ckpt.get(key) or ckpt["state_dict"])
-
-
-def _bare_state(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        if path.suffix == ".safetensors":
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        first = str(exc).splitlines()[0][:120] if str(exc) else ""
-        raise InputError(path, f"cannot read weights ({type(exc).__name__}: {first})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(path, "expected a state dict (name → tensor)")
-    return state
-
-
-def _align_prefix(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Prefix a bare network's keys so they land in the module (the prefix matching most keys wins)."""
-    if any(k in target for k in state):
-        return state
-    best = _best_prefix(_BARE_PREFIXES, state, target)
-    return {f"{best}{k}": v for k, v in state.items()}
-
-
-def _best_prefix(prefixes: Sequence[str], names: Iterable[str], pool: Container[str]) -> str:
-    """The prefix that, put before ``names``, finds the most of them in ``pool``."""
-    names = list(names)
-    return max(prefixes, key=lambda p: sum(f"{p}{k}" in pool for k in names))
+        return load_weights(source)
+    return model_state(read_checkpoint(source.path), use_ema)
 
 
 def load_pretrained(
@@ -114,7 +92,7 @@ def load_pretrained(
     """Copy matching pretrained tensors into ``module`` and freeze parameters by name prefix.
 
     Args:
-        module: The freshly built module (e.g. a ``DiffusionModule``).
+        module: The freshly built model (e.g. a :class:`~medgen.models.DiffusionModel`).
         ref: ``.ckpt``, exported folder, registry name, or a bare ``.pt``/``.pth``/``.safetensors`` state dict.
         strict: Fail unless every key matches in name and shape.
         freeze: Parameter-name prefixes to freeze (``requires_grad = False``), e.g. ``net.unet.down_blocks``.
@@ -130,7 +108,7 @@ def load_pretrained(
             prefix matches no parameter.
     """
     target = module.state_dict()
-    state = _align_prefix(read_state(ref, use_ema), target)
+    state = align_prefix(read_pretrained(ref, use_ema), target, _BARE_PREFIXES)
     report = LoadReport(str(ref))
     copy: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -145,7 +123,7 @@ def load_pretrained(
     report.unexpected.sort()
     report.mismatched.sort()
     if strict and (report.missing or report.unexpected or report.mismatched):
-        raise InputError("model.init_from", f"strict loading failed:\n{report.summary()}")
+        raise InputError("pretrained.init_from", f"strict loading failed:\n{report.summary()}")
     _check_match(report, len(state), len(target), min_match)
     module.load_state_dict(copy, strict=False)
     report.frozen = freeze_parameters(module, freeze)
@@ -160,10 +138,10 @@ def _check_match(report: LoadReport, num_source: int, num_target: int, min_match
     first = (report.mismatched + report.unexpected)[:1]
     example = f"; first unmatched: {first[0]}" if first else ""
     raise InputError(
-        "model.init_from",
+        "pretrained.init_from",
         f"{report.source} does not fit this model's architecture: {len(report.loaded)} of {smaller} tensors match "
-        f"by name and shape (need {min_match:.0%}, model.init_min_match){example}; check the net's arguments "
-        "against the pretrained model's config, or pass --model.init_min_match 0 to accept it",
+        f"by name and shape (need {min_match:.0%}, pretrained.min_match){example}; check the net's arguments "
+        "against the pretrained model's config, or pass --pretrained.min_match 0 to accept it",
     )
 
 
@@ -171,7 +149,7 @@ def freeze_parameters(module: nn.Module, prefixes: Sequence[str]) -> list[str]:
     """Set ``requires_grad = False`` on every parameter whose name starts with one of ``prefixes``.
 
     Args:
-        module: The module (e.g. a ``DiffusionModule``; names as in ``named_parameters``).
+        module: The model (names as in ``named_parameters``).
         prefixes: Parameter-name prefixes, e.g. ``net.unet.down_blocks``.
 
     Returns:
@@ -183,7 +161,7 @@ def freeze_parameters(module: nn.Module, prefixes: Sequence[str]) -> list[str]:
     params = dict(module.named_parameters())
     for prefix in prefixes:
         if not any(n.startswith(prefix) for n in params):
-            raise InputError("model.freeze", f"no parameter name starts with '{prefix}'")
+            raise InputError("pretrained.freeze", f"no parameter name starts with '{prefix}'")
     names = [n for n in params if any(n.startswith(prefix) for prefix in prefixes)]
     for n in names:
         params[n].requires_grad_(False)
@@ -193,16 +171,16 @@ def freeze_parameters(module: nn.Module, prefixes: Sequence[str]) -> list[str]:
 def load_submodule(target: nn.Module, ref: str | Path, field_name: str) -> None:
     """Load every tensor of ``target`` (e.g. a latent model's autoencoder) from ``ref``, strictly.
 
-    ``ref`` is anything :func:`read_state` reads: a medgen checkpoint or export whose module holds the
-    network under some prefix (``net.`` for an ``AutoencoderModule``, ``autoencoder.`` for a latent model), or
+    ``ref`` is anything :func:`read_pretrained` reads: a medgen checkpoint or export whose module holds the
+    network under some prefix (``net.`` for an autoencoder, ``autoencoder.`` for a latent model), or
     a bare MONAI state dict. The prefix that names the most of ``target``'s tensors is used.
 
     Raises:
         InputError: Some tensor of ``target`` is missing from ``ref`` or has another shape (names ``field_name``).
     """
     want = target.state_dict()
-    state = read_state(ref)
-    best = _best_prefix(("", "net.", "autoencoder."), want, state)
+    state = read_pretrained(ref)
+    best = best_prefix(("", "net.", "autoencoder."), want, state)
     found = {k: state[f"{best}{k}"] for k in want if f"{best}{k}" in state}
     missing = [k for k in want if k not in found]
     mismatched = [k for k, v in found.items() if tuple(v.shape) != tuple(want[k].shape)]
@@ -213,3 +191,67 @@ def load_submodule(target: nn.Module, ref: str | Path, field_name: str) -> None:
             f"shape (first: {(missing + mismatched)[0]}); check the architecture arguments",
         )
     target.load_state_dict(found)
+
+
+class Pretrained(L.Callback):
+    """Where a run's first weights come from: fine-tuning, a latent model's autoencoder, frozen parameters.
+
+    Runs in ``setup`` of every fit, before the optimizer is built, so frozen parameters never move. ``init_from`` is
+    read at every fit (a resumed run's checkpoint then replaces these weights); ``autoencoder_from`` only when not
+    resuming. Configured under ``pretrained:`` in YAML (``--pretrained.init_from NAME``).
+
+    Args:
+        init_from: Copy matching weights from a ``.ckpt``, exported folder, registry name or bare state dict; new
+            tensors stay freshly initialised.
+        strict: Fail unless every pretrained tensor matches in name and shape.
+        min_match: Smallest share of tensors ``init_from`` must match by name and shape (of the smaller of the two
+            state dicts); below it the run stops with an architecture-mismatch error. 0 accepts any.
+        freeze: Parameter-name prefixes of the model to keep fixed (e.g. ``net.unet.down_blocks``).
+        autoencoder_from: A latent model's trained autoencoder: a medgen autoencoder checkpoint, exported folder or
+            registry name, or a bare MONAI ``AutoencoderKL`` state dict. Without it (and without ``init_from``)
+            a latent model trains on an untrained autoencoder's latents: only for smoke tests.
+    """
+
+    def __init__(
+        self,
+        init_from: str | None = None,
+        strict: bool = False,
+        min_match: float = 0.5,
+        freeze: list[str] | None = None,
+        autoencoder_from: str | None = None,
+    ) -> None:
+        if not 0.0 <= min_match <= 1.0:
+            raise InputError("pretrained.min_match", f"expected a fraction in [0, 1], got {min_match}")
+        self.init_from = init_from
+        self.strict = strict
+        self.min_match = min_match
+        self.freeze = list(freeze or [])
+        self.autoencoder_from = autoencoder_from
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Load, then freeze, before the strategy wraps the task and the optimizer is built."""
+        if stage != "fit":
+            return
+        model = pl_module.model
+        if not isinstance(model, TrainableModel):
+            raise InputError("pretrained", f"needs a medgen task with a model, got {type(pl_module).__name__}")
+        if self.init_from:
+            report = load_pretrained(
+                model, self.init_from, strict=self.strict, freeze=self.freeze, min_match=self.min_match
+            )
+            model.pretrained_loaded(report.loaded)
+            rank_zero_info(report.summary())
+        elif self.freeze:
+            frozen = freeze_parameters(model, self.freeze)
+            rank_zero_info(f"freeze: {len(frozen)} parameters frozen ({', '.join(self.freeze)})")
+        if not isinstance(model, LatentSpace):
+            if self.autoencoder_from:
+                raise InputError("pretrained.autoencoder_from", f"a {type(model).__name__} has no autoencoder")
+            return
+        if trainer.ckpt_path is not None:  # resuming: the checkpoint brings the autoencoder
+            return
+        if self.autoencoder_from:
+            load_submodule(model.autoencoder, self.autoencoder_from, "pretrained.autoencoder_from")
+            rank_zero_info(f"autoencoder weights from {self.autoencoder_from}")
+        elif not self.init_from:  # fine-tuning brings the autoencoder with the rest
+            rank_zero_warn("pretrained.autoencoder_from is not set: training on an untrained autoencoder (smoke test?)")

@@ -6,6 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medgen.store.registry import ModelSource
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,19 +38,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the action."""
-    from medgen.registry import list_models, model_info, resolve, search_path, verify
+    from medgen.store.registry import list_models, resolve, search_path, verify
 
     if args.action == "list":
         models = list_models()
         if models:
-            _print_table([_row(source.name, model_info(source), source.path) for source in models])
+            _print_table([_row(source.name, _card(source), source.path) for source in models])
         else:
             where = ", ".join(str(p) for p in search_path()) or "no registry folder exists"
             print(f"no exported models found ({where})", file=sys.stderr)
         return 0
     if args.action == "show":
         source = resolve(args.name)
-        print(json.dumps({"path": str(source.path), **model_info(source)}, indent=2))
+        print(json.dumps({"path": str(source.path), **_card(source)}, indent=2))
         return 0
     source = resolve(args.path)
     digest = verify(source)
@@ -54,10 +58,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _card(source: ModelSource) -> dict[str, Any]:
+    """An export's card as written, or the card fields of a ``.ckpt``'s metadata (torch only for a ``.ckpt``)."""
+    from medgen.store.card import card_fields
+    from medgen.store.registry import read_card
+
+    if source.kind == "export":
+        return read_card(source.path)
+    from medgen.store.ckpt import read_checkpoint
+
+    return card_fields(source.name, read_checkpoint(source.path)["medgen"])
+
+
 _HEADER = ("name", "family", "dims", "modality", "image_size", "disk", "path")
 
 
-def _row(name: str, card: dict, path: Path) -> tuple[str, ...]:
+def _row(name: str, card: dict[str, Any], path: Path) -> tuple[str, ...]:
     """One model's columns: the image size from its card and the size of its folder on disk."""
     image_size = "x".join(str(s) for s in card.get("image_size") or []) or "?"
     disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size

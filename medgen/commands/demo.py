@@ -107,9 +107,10 @@ def train_stage(mri: Path, out: Path, steps: int) -> tuple[Path, list[Path]]:
 
     from medgen.data.datamodule import MedicalImageDataModule
     from medgen.generation.writers import write_sample
-    from medgen.lit import DiffusionModule
+    from medgen.lit import GenerativeTask, Optimization, ValidationPictures
     from medgen.lit.quiet import quiet_lightning
     from medgen.lit.step_progress import StepProgressBar
+    from medgen.models import DiffusionModel
     from medgen.nets.unet import DiffusionUNet
     from medgen.visualize import save_grid
 
@@ -119,8 +120,10 @@ def train_stage(mri: Path, out: Path, steps: int) -> tuple[Path, list[Path]]:
                                 val_fraction=0.0)  # fmt: skip
     net = DiffusionUNet(spatial_dims=2, channels=(32, 64, 64), attention_levels=(False, False, True), num_res_blocks=1,
                         num_head_channels=32, norm_num_groups=16)  # fmt: skip
-    model = DiffusionModule(
-        net=net, optimizer=lambda p: torch.optim.AdamW(p, lr=5e-4), warmup_steps=50, val_num_samples=0
+    task = GenerativeTask(
+        DiffusionModel(net),
+        optimization=Optimization(lr=5e-4, weight_decay=0.01, warmup_steps=50),
+        pictures=ValidationPictures(num_samples=0),
     )
     ema = EMAWeightAveraging(decay=0.995, update_starting_at_step=min(100, steps // 3))
     ckpt = out / "train" / "demo.ckpt"
@@ -128,7 +131,7 @@ def train_stage(mri: Path, out: Path, steps: int) -> tuple[Path, list[Path]]:
         trainer = L.Trainer(accelerator="cpu", max_steps=steps, limit_val_batches=0, default_root_dir=out / "train",
                             gradient_clip_val=1.0, enable_model_summary=False, logger=False,
                             callbacks=[ema, StepProgressBar()], enable_checkpointing=False)  # fmt: skip
-        trainer.fit(model, datamodule=dm)
+        trainer.fit(task, datamodule=dm)
         trainer.save_checkpoint(ckpt)
     train_set: Any = dm.train_set
     real = torch.stack([train_set[i]["image"] for i in range(len(train_set))])
@@ -149,7 +152,7 @@ def generate_stage(ckpt: Path, out: Path, num_samples: int) -> list[Path]:
 
     from medgen.cli import main
     from medgen.data.io import load_image
-    from medgen.export import export_checkpoint
+    from medgen.store.export import export_checkpoint
     from medgen.visualize import save_grid
 
     print("\n[5/8] medgen export: config.yaml + model.safetensors (EMA weights) + model_card.json")

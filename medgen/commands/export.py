@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "Write OUT_DIR/config.yaml (the model: section, usable with medgen fit --config), model.safetensors "
             "(EMA weights when the run kept them) and model_card.json (family, modality, spatial_dims, image "
             "size and spacing, conditions, training data, metrics, licence, sha256 of the weights). The folder "
-            "loads with medgen generate --checkpoint OUT_DIR and medgen fit --model.init_from OUT_DIR; put it "
+            "loads with medgen generate --checkpoint OUT_DIR and medgen fit --pretrained.init_from OUT_DIR; put it "
             "under checkpoints/ (or a MEDGEN_CHECKPOINTS folder) to use it by name."
         ),
     )
@@ -35,7 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export and print the card's sha256."""
     from medgen.errors import InputError
-    from medgen.export import CARD_FILE, export_checkpoint
+    from medgen.store.card import CARD_FILE
+    from medgen.store.export import export_checkpoint
 
     metrics = None
     if args.metrics:

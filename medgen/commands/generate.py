@@ -119,21 +119,22 @@ def run(args: argparse.Namespace) -> int:
     from medgen.generation.conditions import make_plan, parse_pairs, read_sweep
     from medgen.generation.run import GenerationOptions, generate
     from medgen.generation.writers import OutputFormat
-    from medgen.registry import load_model
+    from medgen.models.base import GenerativeModel
+    from medgen.store.load import load_model
 
     model, source, card, digest = load_model(args.checkpoint, use_ema=not args.raw_weights)
-    if card.get("family") == "autoencoder":
+    if not isinstance(model, GenerativeModel):
         raise InputError(
             args.checkpoint,
-            "is an autoencoder: it encodes and decodes but does not generate; train a latent diffusion model on "
-            "it (configs/ldm_2d.yaml or ldm_3d.yaml with --model.autoencoder_from CHECKPOINT)",
+            f"is a {card.family} model: it encodes and decodes but does not generate; train a latent model on "
+            "it (configs/ldm_2d.yaml or ldm_3d.yaml with --pretrained.autoencoder_from CHECKPOINT)",
         )
     rows = read_sweep(args.conditions_csv) if args.conditions_csv else []
     given = parse_pairs(args.condition)
     rows = [{**r, **given} for r in rows] if rows else ([given] if given else [])
     if args.conditions_csv and args.num_samples > len(rows):
         raise InputError(args.conditions_csv, f"has {len(rows)} rows but --num-samples is {args.num_samples}")
-    plan = make_plan(model.net, dict(card.get("conditions", {}).get("vocab") or {}), rows, card)
+    plan = make_plan(model.net, card.vocab, rows, card.raw)
     fmt: OutputFormat = args.format or ("nifti" if model.spatial_dims == 3 else "png")
     if fmt == "png" and model.spatial_dims == 3:
         raise InputError("--format", "png is for 2D samples; use nifti, mha, nrrd or npy for volumes")

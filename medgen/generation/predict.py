@@ -28,8 +28,9 @@ from medgen.generation.run import (
     batch_invariant_on_cpu,
     draw,
 )
-from medgen.lit.base import GenerativeModule
 from medgen.lit.quiet import quiet_lightning
+from medgen.models.base import GenerativeModel
+from medgen.store.card import ModelCard
 
 
 class GenerationTask(pl.LightningModule):
@@ -45,10 +46,10 @@ class GenerationTask(pl.LightningModule):
 
     def __init__(
         self,
-        model: GenerativeModule,
+        model: GenerativeModel,
         opts: GenerationOptions,
         plan: ConditionPlan,
-        card: dict[str, Any],
+        card: ModelCard,
         gate: MemorizationGate | None = None,
     ) -> None:
         super().__init__()
@@ -113,10 +114,10 @@ def _task(module: pl.LightningModule) -> GenerationTask:
 
 
 def generate_with_trainer(
-    model: GenerativeModule,
+    model: GenerativeModel,
     opts: GenerationOptions,
     plan: ConditionPlan,
-    card: dict[str, Any],
+    card: ModelCard,
     accelerator: str = "auto",
     devices: int = 1,
     num_nodes: int = 1,

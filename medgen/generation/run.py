@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 
 from medgen import __version__
+from medgen.data.intensity import IntensityMapping, as_intensity
 from medgen.data.io import atomic_write
 from medgen.errors import InputError
 from medgen.generation import manifest
@@ -35,9 +36,10 @@ from medgen.generation.writers import (
     write_sample,
 )
 from medgen.hashing import file_sha256
-from medgen.lit.base import GenerativeModule
+from medgen.models.base import GenerativeModel
 from medgen.nets.invariance import batch_invariant_kernels, make_batch_invariant
 from medgen.progress import progress
+from medgen.store.card import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -133,20 +135,10 @@ class GenerationSummary:
     merged: bool = False
 
 
-def _sampling_kwargs(model: GenerativeModule, opts: GenerationOptions) -> dict[str, Any]:
-    """Keyword arguments of ``model.sample`` for the chosen sampler, steps and guidance."""
-    kwargs: dict[str, Any] = {"num_steps": opts.steps, "guidance": opts.guidance}
-    if opts.sampler is not None:
-        kwargs["solver" if hasattr(model, "solver") else "sampler"] = opts.sampler
-    return kwargs
-
-
-def resolved_sampling(model: GenerativeModule, opts: GenerationOptions) -> tuple[str, int, float]:
+def resolved_sampling(model: GenerativeModel, opts: GenerationOptions) -> tuple[str, int, float]:
     """(sampler, steps, guidance) actually used: the options, else the model's defaults."""
-    default = str(getattr(model, "solver", None) or getattr(model, "sampler", ""))
-    steps = opts.steps or int(getattr(model, "num_inference_steps", 0))
-    guidance = float(opts.guidance if opts.guidance is not None else getattr(model, "guidance", 1.0))
-    return opts.sampler or default, steps, guidance
+    used = model.resolved(opts.sampler, opts.steps, opts.guidance)
+    return used.method, used.num_steps, used.guidance
 
 
 def _check_run(out_dir: Path, identity: dict[str, Any]) -> None:
@@ -198,8 +190,23 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-Drawn = tuple[int, torch.Tensor, int, list[str], GateResult | None]
-"""One drawn sample: (index, sample ``(C, *spatial)``, attempts, quality issues, memorization verdict)."""
+@dataclass(frozen=True)
+class Drawn:
+    """One drawn sample, after its quality-control and memorization redraws.
+
+    Attributes:
+        index: The sample's index in the run.
+        sample: ``(C, *spatial)`` sample in the model's [-1, 1] range (float32, CPU).
+        attempts: Draws it took (1 + redraws); the last attempt's seed made ``sample``.
+        issues: Quality-control issues of the kept draw (empty: passed).
+        verdict: The memorization gate's result of the kept draw (None without a gate).
+    """
+
+    index: int
+    sample: torch.Tensor
+    attempts: int
+    issues: list[str]
+    verdict: GateResult | None
 
 
 class ShardRun:
@@ -211,7 +218,7 @@ class ShardRun:
     (:func:`generate`) and Lightning's ``Trainer.predict`` (:mod:`medgen.generation.predict`) both drive it.
 
     Args:
-        model: The trained module (its image size and sampling defaults are read).
+        model: The trained model (its image size and sampling defaults are read).
         opts: The run; ``opts.rank``/``opts.world_size`` choose the shard.
         plan: Conditions per sample index.
         card: Model card (``intensity`` and ``spacing`` of the training data are used).
@@ -220,7 +227,7 @@ class ShardRun:
     """
 
     def __init__(
-        self, model: GenerativeModule, opts: GenerationOptions, plan: ConditionPlan, card: dict[str, Any],
+        self, model: GenerativeModel, opts: GenerationOptions, plan: ConditionPlan, card: ModelCard,
         device: torch.device, gate: MemorizationGate | None = None,
     ) -> None:  # fmt: skip
         self.opts, self.plan, self.card, self.device, self.gate = opts, plan, card, device, gate
@@ -237,7 +244,7 @@ class ShardRun:
             _write_run_record(self.out, opts, self.identity, device, {"started": _now()})
         self.size = tuple(model.image_size or ())
         ref = opts.reference
-        self.affine = reference_affine(ref, self.size) if ref else grid_affine(card.get("spacing"), len(self.size))
+        self.affine = reference_affine(ref, self.size) if ref else grid_affine(card.spacing, len(self.size))
         norms = torch.linalg.norm(torch.as_tensor(self.affine[:3, : len(self.size)]), dim=0)
         self.spacing = [round(float(v), 6) for v in norms]
         self.sampling = resolved_sampling(model, opts)
@@ -253,7 +260,8 @@ class ShardRun:
         """Write the drawn samples (and masks) and append their manifest rows; copies are recorded as dropped."""
         opts, out, gate = self.opts, self.out, self.gate
         sampler, steps, guidance = self.sampling
-        for index, sample, attempts, issues, verdict in drawn:
+        for item in drawn:
+            index, sample, attempts, issues, verdict = item.index, item.sample, item.attempts, item.issues, item.verdict
             row: dict[str, Any] = {"index": index}
             if verdict is not None and verdict.flagged:  # still a copy after every retry: not written
                 record = {**verdict.as_dict(), "index": gate.path if gate else None}
@@ -264,7 +272,7 @@ class ShardRun:
                 next(self.bar, None)
                 continue
             path = out / f"sample_{index:06d}.{EXTENSIONS[opts.fmt]}"
-            write_sample(torch.nan_to_num(sample), path, opts.fmt, self.affine, self.card.get("intensity"))
+            write_sample(torch.nan_to_num(sample), path, opts.fmt, self.affine, self.card.intensity)
             row.update(_sample_row(path, index, sample, attempts, issues, opts, self.plan, self.card, self.spacing))
             row.update(sampler=sampler, steps=steps, guidance=guidance)
             if verdict is not None:
@@ -294,17 +302,17 @@ class ShardRun:
 
 
 def generate(
-    model: GenerativeModule,
+    model: GenerativeModel,
     opts: GenerationOptions,
     plan: ConditionPlan,
-    card: dict[str, Any],
+    card: ModelCard,
     device: torch.device,
     gate: MemorizationGate | None = None,
 ) -> GenerationSummary:
     """Generate this shard's missing samples into ``opts.out_dir`` and record them, in this process.
 
     Args:
-        model: A trained module with ``sample(n, cond, generator, ...)``.
+        model: A trained generative model.
         opts: The run.
         plan: Conditions per sample index.
         card: Model card (``intensity`` and ``spacing`` of the training data are used).
@@ -333,7 +341,7 @@ def _sample_row(
     issues: list[str],
     opts: GenerationOptions,
     plan: ConditionPlan,
-    card: dict[str, Any],
+    card: ModelCard,
     spacing: list[float],
 ) -> dict[str, Any]:
     """The manifest fields of a written sample (sampler, steps and guidance are added by the caller)."""
@@ -348,15 +356,15 @@ def _sample_row(
         "condition_sha256": plan.row_digest(index),
         "shape": list(sample.shape[1:]),
         "spacing": spacing,
-        "intensity": _unit(opts.fmt, card.get("intensity")),
-        "modality": card.get("modality"),
+        "intensity": _unit(opts.fmt, card.intensity),
+        "modality": card.modality,
         "qc": {"passed": not issues, "issues": issues, "attempts": attempts},
         "weights": opts.weights,
         "created": _now(),
     }
 
 
-def batch_invariant_on_cpu(model: GenerativeModule, device: torch.device) -> None:
+def batch_invariant_on_cpu(model: GenerativeModel, device: torch.device) -> None:
     """On the CPU, make ``model``'s output rows independent of the batch size (:mod:`medgen.nets.invariance`).
 
     On CUDA, cuDNN picks algorithms by batch size anyway: the fast GEMMs are kept.
@@ -366,7 +374,7 @@ def batch_invariant_on_cpu(model: GenerativeModule, device: torch.device) -> Non
 
 
 def draw(
-    model: GenerativeModule,
+    model: GenerativeModel,
     opts: GenerationOptions,
     plan: ConditionPlan,
     indices: list[int],
@@ -375,7 +383,7 @@ def draw(
 ) -> list[Drawn]:
     """Samples of ``indices``, redrawing failed ones (QC or copies) with the next attempt's seed; in index order."""
     size = tuple(model.image_size or ())
-    results: dict[int, tuple[torch.Tensor, int, list[str], GateResult | None]] = {}
+    results: dict[int, Drawn] = {}
     pending = list(indices)
     for attempt in range(opts.max_retries + 1):
         if not pending:
@@ -383,25 +391,34 @@ def draw(
         cond = batch_condition(plan, pending, size)
         generators = sample_generators([sample_seed(opts.seed, i, attempt) for i in pending])
         with batch_invariant_kernels(device):
-            samples = model.sample(len(pending), cond=cond, generator=generators, **_sampling_kwargs(model, opts))
+            samples = model.sample(
+                len(pending), cond=cond, generator=generators, method=opts.sampler, num_steps=opts.steps,
+                guidance=opts.guidance,
+            )  # fmt: skip
         samples = samples.float().cpu()
         verdicts: list[GateResult | None] = list(gate.check(samples)) if gate else [None] * len(pending)
         retry = []
         for i, sample, verdict in zip(pending, samples, verdicts, strict=True):
             issues = opts.qc.issues(sample)
-            results[i] = (sample, attempt + 1, issues, verdict)
+            results[i] = Drawn(i, sample, attempt + 1, issues, verdict)
             if (issues or (verdict is not None and verdict.flagged)) and attempt < opts.max_retries:
                 retry.append(i)
         pending = retry
-    return [(i, *results[i]) for i in indices]
+    return [results[i] for i in indices]
 
 
-def _unit(fmt: str, intensity: dict[str, Any] | None) -> dict[str, Any]:
+def _unit(fmt: str, intensity: IntensityMapping | dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest's ``intensity`` field: what a written sample's values are, given the training mapping.
+
+    ``intensity`` may still be the card's stored dict (read with :meth:`IntensityMapping.from_dict`).
+    """
+    mapping = as_intensity(intensity)
+    of = mapping.to_dict() if mapping is not None else {}
     if fmt == "png":
-        return {"stored": "uint8", "maps_to": [-1.0, 1.0], "of": intensity or {}}
-    if intensity and intensity.get("kind") == "window":
-        return {"stored": intensity.get("unit", "HU"), "window": [intensity["low"], intensity["high"]]}
-    return {"stored": "model [-1, 1]", "of": intensity or {}}
+        return {"stored": "uint8", "maps_to": [-1.0, 1.0], "of": of}
+    if mapping is not None and mapping.kind == "window":
+        return {"stored": mapping.unit or "HU", "window": [mapping.low, mapping.high]}
+    return {"stored": "model [-1, 1]", "of": of}
 
 
 def _now() -> str:

@@ -1,8 +1,10 @@
-"""Lightning modules: one per objective family, with the network and objective injected."""
+"""Lightning tasks that train :mod:`medgen.models`: one task for every single-loss family.
 
-from medgen.lit.autoencoder import AutoencoderModule
-from medgen.lit.diffusion import DiffusionModule
-from medgen.lit.flow import FlowMatchingModule
-from medgen.lit.latent import LatentDiffusionModule
+Configs name ``medgen.lit.GenerativeTask`` with the model under ``init_args.model`` and the training options
+(:mod:`medgen.lit.options`) beside it.
+"""
 
-__all__ = ["AutoencoderModule", "DiffusionModule", "FlowMatchingModule", "LatentDiffusionModule"]
+from medgen.lit.options import Conditioning, Optimization, ValidationPictures
+from medgen.lit.task import GenerativeTask
+
+__all__ = ["Conditioning", "GenerativeTask", "Optimization", "ValidationPictures"]

@@ -22,11 +22,12 @@ from torch.utils.data import DataLoader
 
 from medgen.errors import InputError
 from medgen.evaluation.distribution import fid
-from medgen.evaluation.features import get_extractor
+from medgen.evaluation.extractors import get_extractor
 from medgen.evaluation.kid import kid
 from medgen.evaluation.slicing import PLANES, Normalize, plane_features
 from medgen.evaluation.statistics import SMALL_N
-from medgen.lit.base import GenerativeModule
+from medgen.lit.task import GenerativeTask
+from medgen.models.base import GenerativeModel
 from medgen.nets.condition import Condition
 
 
@@ -69,7 +70,7 @@ class DistributionMetrics(L.Callback):
 
     The real set is the validation dataset's first ``num_samples`` items in index order (the same on every rank
     and at every evaluation); their features are computed once. Each evaluation draws the same number of samples
-    with ``pl_module.sample`` from a CPU generator seeded with ``seed``, in chunks of ``batch_size`` that take the
+    with the model's ``sample`` from a CPU generator seeded with ``seed``, in chunks of ``batch_size`` that take the
     real chunk's conditions (``condition_from_batch``) when the module is conditional, so the numbers of two
     epochs differ only through the weights. 2D images go through the extractor; 3D volumes are sliced along the
     three axes (2.5D, as ``medgen evaluate``) and the slice features of all planes are scored together. Both sets
@@ -159,14 +160,15 @@ class DistributionMetrics(L.Callback):
         Returns:
             The :class:`DistributionScores`, also kept as ``self.last``.
         """
-        if not isinstance(pl_module, GenerativeModule):
-            raise InputError("DistributionMetrics", f"needs a medgen GenerativeModule, got {type(pl_module).__name__}")
+        if not isinstance(pl_module, GenerativeTask) or not isinstance(pl_module.model, GenerativeModel):
+            raise InputError("DistributionMetrics", f"needs a medgen generative model, got {type(pl_module).__name__}")
+        model = pl_module.model
         extractor = self._extractor_on(pl_module.device)
         if self._real is None:
             self._real = self._real_features(trainer, pl_module, extractor)
         generator = torch.Generator().manual_seed(self.seed)
         fake = [
-            self._features(extractor, pl_module.sample(n, cond=cond, generator=generator))
+            self._features(extractor, model.sample(n, cond=cond, generator=generator))
             for cond, n in zip(self._conditions, self._sizes, strict=True)
         ]
         n = sum(self._sizes)
@@ -180,7 +182,7 @@ class DistributionMetrics(L.Callback):
             self._extractor = get_extractor(self.extractor_spec, self.weights).module
         return self._extractor.to(device)
 
-    def _real_features(self, trainer: L.Trainer, pl_module: GenerativeModule, extractor: nn.Module) -> Tensor:
+    def _real_features(self, trainer: L.Trainer, pl_module: GenerativeTask, extractor: nn.Module) -> Tensor:
         """Features of the first ``num_samples`` validation items; stores their chunk sizes and conditions."""
         loaders = trainer.val_dataloaders
         loader = loaders[0] if isinstance(loaders, list | tuple) and loaders else loaders
@@ -194,7 +196,7 @@ class DistributionMetrics(L.Callback):
         for start in range(0, n, self.batch_size):
             items = [dataset[i] for i in range(start, min(start + self.batch_size, n))]
             batch = move_data_to_device(loader.collate_fn(items), pl_module.device)
-            self._conditions.append(pl_module.condition_from_batch(batch))
+            self._conditions.append(pl_module.condition(batch))
             self._sizes.append(len(items))
             feats.append(self._features(extractor, batch["image"]))
         return torch.cat(feats)

@@ -67,6 +67,16 @@ class Condition:
             control=None if self.control is None else self.control.repeat_interleave(n, dim=0),
         )
 
+    def __getitem__(self, index: slice | int | torch.Tensor) -> Condition:
+        """The same rows of every field (``cond[:n]``: the first n samples' conditions)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return Condition(
+            values=None if self.values is None else self.values[index],
+            image=None if self.image is None else self.image[index],
+            control=None if self.control is None else self.control[index],
+        )
+
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Condition:
         """Move every field (float fields cast to ``dtype`` when given)."""
         return replace(

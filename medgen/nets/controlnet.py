@@ -13,16 +13,17 @@ from typing import Any
 
 import torch
 from monai.networks.nets import ControlNet
-from torch import nn
 
 from medgen.config import class_config
 from medgen.errors import InputError
 from medgen.nets.condition import Condition
 from medgen.nets.conditioning import ConditionEmbedding
+from medgen.nets.protocol import GenerativeNet
 from medgen.nets.unet import DiffusionUNet
+from medgen.weights import best_prefix, read_state, sub_state
 
 
-class ControlNetUNet(nn.Module):
+class ControlNetUNet(GenerativeNet):
     """A :class:`~medgen.nets.unet.DiffusionUNet` steered by a ControlNet on ``cond.control``.
 
     Args:
@@ -107,11 +108,20 @@ def copy_encoder(base: DiffusionUNet, controlnet: ControlNet) -> None:
 
 
 def load_base_weights(base: DiffusionUNet, path: str) -> None:
-    """Load a trained medgen checkpoint's network weights into ``base``."""
-    from medgen.checkpoints import read_checkpoint
+    """Load a trained model's network weights into ``base``.
 
-    state = read_checkpoint(path)["state_dict"]
-    net_state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
+    Args:
+        base: The base network.
+        path: A medgen ``.ckpt`` (its EMA weights when the run kept them), an exported ``model.safetensors``, or
+            the network's own state dict (``.pt`` / ``.safetensors``).
+
+    Raises:
+        InputError: The file's network tensors do not fit ``base`` (names the file).
+    """
+    state = read_state(path)
+    want = base.state_dict()
+    prefix = best_prefix(("", "net.", "model.net.", "net.base.", "model.net.base."), want, state)
+    net_state = sub_state(state, prefix) if prefix else state
     missing, unexpected = base.load_state_dict(net_state, strict=False)
     if missing or unexpected:
         raise InputError(

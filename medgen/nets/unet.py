@@ -27,9 +27,10 @@ from medgen.errors import InputError
 from medgen.nets.condition import Condition
 from medgen.nets.conditioning import ConditionEmbedding, ConditionSpec
 from medgen.nets.levels import check_levels
+from medgen.nets.protocol import GenerativeNet
 
 
-class DiffusionUNet(nn.Module):
+class DiffusionUNet(GenerativeNet):
     """A denoising UNet for 2D or 3D images, with optional value and image conditioning.
 
     Args:
@@ -115,7 +116,7 @@ class DiffusionUNet(nn.Module):
             labels = cond.values if cond.values is not None else nan
         return x, labels
 
-    def forward(
+    def forward(  # type: ignore[override]  # extra ControlNet residuals
         self,
         x: torch.Tensor,
         t: torch.Tensor,

@@ -5,7 +5,7 @@ this order: the folders listed in ``MEDGEN_CHECKPOINTS`` (``os.pathsep``-separat
 folder of the installed package's source tree. The current directory is never searched, so a ``./checkpoints``
 folder cannot take over a name. Loading an exported folder verifies ``config.yaml``, ``model.safetensors`` and
 the card against the card's sha256 first, reads the weights with safetensors (which cannot run code) and
-builds only allow-listed classes (:data:`medgen.checkpoints.MODULE_CLASSES`).
+builds only allow-listed classes (:data:`medgen.models.build.MODEL_CLASSES`).
 
 Cards written before the card covered ``config.yaml`` (no ``files`` field) still load: their weights are
 verified and a warning says that the config is not covered; re-export the model to cover it.
@@ -18,21 +18,19 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from medgen.errors import InputError
-from medgen.export import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, card_digest, card_fields
 from medgen.hashing import file_sha256
+from medgen.store.card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, card_digest
 
-if TYPE_CHECKING:  # torch, Lightning and MONAI are imported when a model is loaded, not to list or verify cards
+if TYPE_CHECKING:  # torch is imported when weights are read, not to list or verify cards
     import torch
-
-    from medgen.lit.base import GenerativeModule
 
 log = logging.getLogger(__name__)
 
 #: The ``checkpoints/`` folder beside the installed ``medgen`` package (a source checkout or editable install).
-PACKAGE_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+PACKAGE_CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 @dataclass(frozen=True)
@@ -119,13 +117,13 @@ def verify(source: ModelSource) -> str:
     """Check an export's files and card against the card's sha256; returns the digest that identifies the model.
 
     For an export: each file's sha256 must equal the card's ``files`` entry, and the card's ``sha256`` the
-    digest of the rest of the card (:func:`~medgen.export.card_digest`). For a ``.ckpt``: its file sha256.
+    digest of the rest of the card (:func:`~medgen.store.card.card_digest`). For a ``.ckpt``: its file sha256.
 
     Raises:
         InputError: A file is missing, or a file or the card differs from what the card records.
     """
     if source.kind == "checkpoint":
-        from medgen.checkpoints import read_checkpoint
+        from medgen.store.ckpt import read_checkpoint
 
         read_checkpoint(source.path)  # readable, medgen metadata present
         return file_sha256(source.path)
@@ -160,68 +158,23 @@ def _check_file(path: Path, expected: str) -> None:
 
 def load_weights(source: ModelSource) -> dict[str, torch.Tensor]:
     """The verified state dict of an exported folder (safetensors)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from medgen.weights import read_state
 
     verify(source)
-    try:
-        return load_file(str(source.weights_file))
-    except (SafetensorError, OSError) as exc:
-        raise InputError(source.weights_file, f"cannot read safetensors weights ({exc})") from None
+    return read_state(source.weights_file)
 
 
-def load_exported(folder: str | Path) -> GenerativeModule:
-    """Rebuild a module from an exported folder, weights verified; in eval mode."""
+def read_config(folder: Path) -> tuple[str, dict[str, Any]]:
+    """``(class_path, init_args)`` of the ``model:`` section of an exported folder's ``config.yaml``.
+
+    Raises:
+        InputError: The file is missing or is not a ``model: {class_path, init_args}`` mapping.
+    """
     import yaml
 
-    from medgen.checkpoints import build_module
-
-    source = ModelSource("export", Path(folder), Path(folder).name)
-    state = load_weights(source)
-    config_file = source.path / CONFIG_FILE
+    config_file = folder / CONFIG_FILE
     try:
         config = yaml.safe_load(config_file.read_text())["model"]
-        class_path, init_args = str(config["class_path"]), dict(config.get("init_args") or {})
+        return str(config["class_path"]), dict(config.get("init_args") or {})
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
         raise InputError(config_file, f"unreadable model config ({exc})") from None
-    module = build_module(class_path, init_args, config_file)  # builds the nested net and objective too
-    module.load_state_dict(state)
-    return module.eval()
-
-
-class LoadedModel(NamedTuple):
-    """A model ready to sample, with where it came from.
-
-    Attributes:
-        module: The module in eval mode.
-        source: Where it was loaded from.
-        card: Its model card (for a ``.ckpt``: the card fields of its metadata, see :func:`model_info`).
-        sha256: sha256 of the weights file (verified against the card for exports).
-    """
-
-    module: GenerativeModule
-    source: ModelSource
-    card: dict[str, Any]
-    sha256: str
-
-
-def load_model(ref: str | Path, use_ema: bool = True) -> LoadedModel:
-    """Load a model to sample from, from any :func:`resolve`-able reference (each file is read once)."""
-    from medgen.checkpoints import module_from_checkpoint, read_checkpoint
-
-    source = resolve(ref)
-    if source.kind == "checkpoint":
-        ckpt = read_checkpoint(source.path)
-        module = module_from_checkpoint(ckpt, source.path, use_ema)
-        return LoadedModel(module, source, card_fields(source.name, ckpt["medgen"]), file_sha256(source.path))
-    module = load_exported(source.path)
-    return LoadedModel(module, source, read_card(source.path), verify(source))
-
-
-def model_info(source: ModelSource) -> dict[str, Any]:
-    """The card of an export, or the card fields of a ``.ckpt``'s metadata."""
-    if source.kind == "export":
-        return read_card(source.path)
-    from medgen.checkpoints import read_checkpoint
-
-    return card_fields(source.name, read_checkpoint(source.path)["medgen"])

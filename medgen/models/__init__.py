@@ -1,0 +1,28 @@
+"""Generative models as plain ``nn.Module`` objects: train with ``loss``, draw with ``sample``, no Lightning.
+
+Each family is one class owning its network, objective, sampling defaults and conditions:
+
+- :class:`DiffusionModel` / :class:`LatentDiffusionModel`: DDPM-family diffusion (any diffusers scheduler);
+- :class:`FlowModel` / :class:`LatentFlowModel`: rectified flow matching (Euler, Heun, midpoint);
+- :class:`Autoencoder`: the KL autoencoder latent families work in.
+
+``Model.from_pretrained(folder_or_name)`` loads an exported model, ``model.save_pretrained(folder)`` writes one.
+"""
+
+from medgen.models.autoencoder import Autoencoder
+from medgen.models.base import GenerativeModel, SamplingDefaults, TrainableModel
+from medgen.models.diffusion import DiffusionModel
+from medgen.models.flow import FlowModel
+from medgen.models.latent import LatentDiffusionModel
+from medgen.models.latent_flow import LatentFlowModel
+
+__all__ = [
+    "Autoencoder",
+    "DiffusionModel",
+    "FlowModel",
+    "GenerativeModel",
+    "LatentDiffusionModel",
+    "LatentFlowModel",
+    "SamplingDefaults",
+    "TrainableModel",
+]

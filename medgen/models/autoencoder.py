@@ -1,0 +1,103 @@
+"""``Autoencoder``: the first stage of latent models, a KL autoencoder trained on the user's scans.
+
+It is trained like every model (:meth:`~medgen.models.base.TrainableModel.loss`) but does not generate: it
+encodes and decodes, and a latent family (:mod:`medgen.models.latent`) generates in its latent space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+import torch
+from monai.losses import SSIMLoss
+from torch.nn import functional as F
+
+from medgen.models.base import TrainableModel
+from medgen.nets.autoencoder import KLAutoencoder
+from medgen.nets.condition import Condition
+
+
+class Autoencoder(TrainableModel):
+    """A :class:`~medgen.nets.autoencoder.KLAutoencoder` with its training loss (2D or 3D, as the net is).
+
+    Loss: ``L1(x̂, x) + ssim_weight · (1 − SSIM(x̂, x)) + kl_weight · KL(q(z|x) ‖ N(0, I)) / B`` with ``x̂``
+    decoded from a posterior draw. The SSIM term stands in for the LPIPS perceptual loss of Rombach et al.
+    (arXiv 2112.10752), whose ImageNet weights cannot be had offline; an adversarial term is not included yet.
+
+    Args:
+        net: The autoencoder.
+        kl_weight: Weight of the KL term (small: the latent should stay informative, ~1e-6 in LDMs).
+        ssim_weight: Weight of the structural term (0 turns it off).
+        sample_size: Image size (None: from the data module).
+    """
+
+    family = "autoencoder"
+    net: KLAutoencoder
+
+    def __init__(
+        self,
+        net: KLAutoencoder,
+        kl_weight: float = 1e-6,
+        ssim_weight: float = 0.25,
+        sample_size: Collection[int] | None = None,
+    ) -> None:
+        super().__init__(sample_size)
+        self.net = net
+        self.kl_weight = kl_weight
+        self.ssim_weight = ssim_weight
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 or 3, as the network is."""
+        return int(self.net.spatial_dims)
+
+    def init_args(self) -> dict[str, Any]:
+        """Network and loss weights."""
+        return {"net": self.net.config, "kl_weight": self.kl_weight, "ssim_weight": self.ssim_weight}
+
+    def describe(self) -> dict[str, Any]:
+        """Metadata with the network, the downsampling factor and the latent channels."""
+        return {
+            **super().describe(),
+            "net": self.net.config,
+            "factor": self.net.factor,
+            "latent_channels": self.net.latent_channels,
+        }
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoded posterior means of images ``(B, C, *spatial)``; same shape."""
+        return self.net.decode(self.net.posterior(x).mean)
+
+    def loss_terms(
+        self, x0: torch.Tensor, cond: Condition | None, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """Total loss with its ``l1`` and ``kl`` terms."""
+        posterior = self.net.posterior(x0)
+        recon = self.net.decode(posterior.sample(generator))
+        l1 = (recon - x0).abs().mean()
+        kl = posterior.kl().mean()
+        loss = l1 + self.kl_weight * kl
+        if self.ssim_weight > 0:
+            loss = loss + self.ssim_weight * ssim_loss(recon, x0)
+        return {"loss": loss, "l1": l1, "kl": kl}
+
+    def validation_metrics(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
+        """PSNR and SSIM of the posterior-mean reconstructions (data range 2: images in [-1, 1])."""
+        recon = self.reconstruct(x0).clamp(-1, 1)
+        psnr = 10 * torch.log10(4.0 / F.mse_loss(recon, x0).clamp_min(1e-10))
+        return {"psnr": psnr, "ssim": 1 - ssim_loss(recon, x0)}
+
+    def preview(self, x0: torch.Tensor, cond: Condition | None, num: int, generator: torch.Generator) -> torch.Tensor:
+        """Originals (first rows) above their reconstructions."""
+        n = min(num, x0.shape[0])
+        with torch.no_grad():
+            return torch.cat([x0[:n], self.reconstruct(x0[:n]).clamp(-1, 1)])
+
+
+def ssim_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``1 − SSIM`` of images in [-1, 1] (MONAI's ``SSIMLoss``; 7-voxel Gaussian window, smaller for tiny images)."""
+    side = min(x.shape[2:])
+    window = min(7, side if side % 2 else side - 1)
+    loss: torch.Tensor = SSIMLoss(x.ndim - 2, data_range=2.0, win_size=window, kernel_sigma=1.5 * window / 7)(x, y)
+    return loss

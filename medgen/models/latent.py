@@ -1,0 +1,113 @@
+"""Latent models: a diffusion or flow model in the latent space of a frozen, trained KL autoencoder.
+
+Rombach et al. 2022 (arXiv 2112.10752): images are encoded by the frozen encoder (posterior mean) and multiplied
+by ``latent_scale`` so the latents have unit variance; the objective, samplers and conditioning are the pixel
+family's, and samples are decoded. :class:`LatentSpace` is that latent space, shared by every latent family:
+a latent family is the pixel family with ``LatentSpace`` first in its bases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+import torch
+
+from medgen.errors import InputError
+from medgen.models.base import GenerativeModel, Reduce, SamplingDefaults
+from medgen.models.diffusion import DiffusionModel
+from medgen.nets.autoencoder import KLAutoencoder
+from medgen.nets.protocol import GenerativeNet
+from medgen.objectives.diffusion import DiffusionObjective
+
+
+class LatentSpace(GenerativeModel):
+    """The latent space of a frozen autoencoder, for a generative family listed after it in a class's bases.
+
+    Holds ``autoencoder`` and the ``latent_scale`` buffer (state-dict names ``autoencoder.*`` and ``latent_scale``).
+    """
+
+    autoencoder: KLAutoencoder
+    latent_scale: torch.Tensor
+
+    def _init_latent(self, net: GenerativeNet, autoencoder: KLAutoencoder, latent_scale: float | None) -> None:
+        """Check the net against the autoencoder and register the frozen autoencoder and the scale."""
+        if net.image_channels or net.control_channels:
+            raise InputError("net", "image and ControlNet conditioning are not available in latent space yet")
+        if net.in_channels != autoencoder.latent_channels:
+            raise InputError(
+                "net.in_channels",
+                f"must equal the autoencoder's latent_channels ({autoencoder.latent_channels}), got {net.in_channels}",
+            )
+        self.autoencoder = autoencoder.requires_grad_(False)  # no dropout or batch norm: train mode is harmless
+        self.fixed_scale = latent_scale is not None
+        self.register_buffer("latent_scale", torch.tensor(1.0 if latent_scale is None else float(latent_scale)))
+
+    def latent_args(self) -> dict[str, Any]:
+        """The autoencoder's architecture and the scale, as constructor arguments."""
+        scale = float(self.latent_scale) if self.fixed_scale else None
+        return {"autoencoder": self.autoencoder.config, "latent_scale": scale}
+
+    def describe(self) -> dict[str, Any]:
+        """Metadata with the autoencoder's architecture."""
+        return {**super().describe(), "autoencoder": self.autoencoder.config}
+
+    def encode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Scaled posterior-mean latents ``(B, latent_channels, *latent_size)`` of images ``(B, C, *spatial)``."""
+        with torch.no_grad():
+            return self.autoencoder.posterior(x0).mean * self.latent_scale
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C, *spatial)`` of scaled latents."""
+        with torch.no_grad():
+            return self.autoencoder.decode(z / self.latent_scale)
+
+    def space_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``(latent_channels, *latent_size)``."""
+        return (self.autoencoder.latent_channels, *self.autoencoder.latent_size(image_shape))
+
+    def prepare(self, x0: torch.Tensor, reduce: Reduce) -> str | None:
+        """Unless the scale is fixed: ``latent_scale = 1 / std`` of the first batch's latents (all processes)."""
+        if self.fixed_scale:
+            return None
+        latents = self.autoencoder.posterior(x0).mean.detach().float()
+        std = reduce(latents.std())
+        self.latent_scale.fill_(1.0 / float(std.clamp_min(1e-6)))
+        self.fixed_scale = True
+        return f"latent_scale = {float(self.latent_scale):.4f} (1 / std of the first batch's latents)"
+
+    def pretrained_loaded(self, names: Collection[str]) -> None:
+        """A pretrained latent model brings its ``latent_scale``, which is then kept."""
+        self.fixed_scale = self.fixed_scale or "latent_scale" in names
+
+
+class LatentDiffusionModel(LatentSpace, DiffusionModel):
+    """Latent diffusion model.
+
+    Args:
+        net: Denoising network on latents (``in_channels`` = the autoencoder's ``latent_channels``).
+        autoencoder: The autoencoder's architecture; its weights come from ``--pretrained.autoencoder_from`` when
+            training starts, or with the rest of the model when it is loaded.
+        latent_scale: Multiplier of the latents (None: ``1 / std`` of the first training batch's latents).
+        objective: Noise schedule, prediction type and loss weighting.
+        sampling: Default scheduler, steps and guidance.
+        sample_size: Image size of the samples (None: from the data module).
+    """
+
+    family = "latent-diffusion"
+
+    def __init__(
+        self,
+        net: GenerativeNet,
+        autoencoder: KLAutoencoder,
+        latent_scale: float | None = None,
+        objective: DiffusionObjective | None = None,
+        sampling: SamplingDefaults | None = None,
+        sample_size: Collection[int] | None = None,
+    ) -> None:
+        DiffusionModel.__init__(self, net, objective, sampling, sample_size)
+        self._init_latent(net, autoencoder, latent_scale)
+
+    def init_args(self) -> dict[str, Any]:
+        """The diffusion model's arguments with the autoencoder and the scale."""
+        return {**DiffusionModel.init_args(self), **self.latent_args()}

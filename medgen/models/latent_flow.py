@@ -1,0 +1,44 @@
+"""``LatentFlowModel``: flow matching in the latent space of a frozen autoencoder (the whole family is this file)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from medgen.models.base import SamplingDefaults
+from medgen.models.flow import FlowModel
+from medgen.models.latent import LatentSpace
+from medgen.nets.autoencoder import KLAutoencoder
+from medgen.nets.protocol import GenerativeNet
+from medgen.objectives.flow import FlowObjective
+
+
+class LatentFlowModel(LatentSpace, FlowModel):
+    """Latent flow-matching model (rectified flow on scaled autoencoder latents; samples are decoded).
+
+    Args:
+        net: Velocity network on latents (``in_channels`` = the autoencoder's ``latent_channels``).
+        autoencoder: The autoencoder's architecture; its weights come from ``--pretrained.autoencoder_from``.
+        latent_scale: Multiplier of the latents (None: ``1 / std`` of the first training batch's latents).
+        objective: Time sampling and resolution shift (the shift follows the latent size).
+        sampling: Default ODE solver, steps and guidance.
+        sample_size: Image size of the samples (None: from the data module).
+    """
+
+    family = "latent-flow"
+
+    def __init__(
+        self,
+        net: GenerativeNet,
+        autoencoder: KLAutoencoder,
+        latent_scale: float | None = None,
+        objective: FlowObjective | None = None,
+        sampling: SamplingDefaults | None = None,
+        sample_size: Collection[int] | None = None,
+    ) -> None:
+        FlowModel.__init__(self, net, objective, sampling, sample_size)
+        self._init_latent(net, autoencoder, latent_scale)
+
+    def init_args(self) -> dict[str, Any]:
+        """The flow model's arguments with the autoencoder and the scale."""
+        return {**FlowModel.init_args(self), **self.latent_args()}

@@ -1,0 +1,45 @@
+"""``medgen export CKPT OUT_DIR``: a self-describing model folder that loads without pickles.
+
+The folder holds ``config.yaml`` (a ``medgen fit`` config whose ``model`` is the trained model), ``model.safetensors``
+(EMA weights when the run kept them) and ``model_card.json`` (what the model is, what it was trained on, the sha256
+of both files under ``files``); see :meth:`medgen.models.base.TrainableModel.save_pretrained`. Lightning
+checkpoints also hold optimizer and RNG states and are read with ``torch.load``; an exported folder is the format
+to share, and it is self-contained (a ControlNet's base weights are in ``model.safetensors``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medgen.models.build import model_from_checkpoint
+from medgen.store.ckpt import read_checkpoint
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    name: str | None = None,
+    use_ema: bool = True,
+    licence: str = "unspecified",
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``config.yaml``, ``model.safetensors`` and ``model_card.json`` of a checkpoint's model into ``out_dir``.
+
+    Args:
+        checkpoint: A ``.ckpt`` written by ``medgen fit`` (any medgen version).
+        out_dir: Output folder (created; existing files of the same names are replaced atomically).
+        name: Model name in the card (default: the folder name).
+        use_ema: Export the EMA weights when the run kept them.
+        licence: Licence of the weights, recorded in the card.
+        metrics: Evaluation results to record (e.g. ``report.json``'s ``metrics``).
+
+    Returns:
+        The output folder.
+    """
+    ckpt = read_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt, checkpoint, use_ema)
+    meta = dict(ckpt["medgen"])
+    if "model" not in meta:  # an older checkpoint: describe the model as it is now, with the run's data record
+        meta = {**model.describe(), "data": meta.get("data"), "version": meta.get("version")}
+    return model.save_pretrained(out_dir, name, licence, str(checkpoint), metrics, describe=meta)
