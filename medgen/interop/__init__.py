@@ -1,0 +1,1 @@
+"""Interoperability: export medgen models in formats that other libraries load without medgen."""
