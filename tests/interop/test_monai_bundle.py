@@ -232,3 +232,23 @@ def test_trailing_ddim_maps_with_a_dividing_step_count(tmp_path: Path):
         write_monai_bundle(
             tiny_unet(2), DiffusionObjective().scheduler_config, (16, 16), {"sampler": "ddim"}, tmp_path, "x"
         )
+
+
+def test_controlnet_is_refused(tmp_path: Path):
+    from medgen.nets.controlnet import ControlNetUNet
+
+    net = ControlNetUNet(tiny_unet(2), embedding_channels=(8,))
+    with pytest.raises(InputError, match="ControlNet"):
+        write_monai_bundle(net, DiffusionObjective().scheduler_config, (16, 16), {"sampler": "ddim"}, tmp_path, "x")
+
+
+def test_gradient_checkpointing_net_maps(tmp_path: Path):
+    net = tiny_unet(2, gradient_checkpointing=True)
+    bundle = write_monai_bundle(
+        net, DiffusionObjective().scheduler_config, (16, 16), {"sampler": "ddim", "num_steps": 10}, tmp_path, "x"
+    )
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    assert "gradient_checkpointing" not in config["network_def"]
+    state = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    for key, value in net.unet.state_dict().items():
+        assert torch.equal(state[key], value)
