@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medgen.data.datalist import Datalist, ImageRecord, find_records
 from medgen.data.datasets import CacheMode, PipelineConfig, SampleDataset, SliceDataset
+from medgen.data.intensity import IntensityMapping
 from medgen.data.io import META_SPACING, load_image
 from medgen.data.modality import check_modality_option
 from medgen.data.presets import IntensityPreset, resolve_ct_window
@@ -208,7 +209,7 @@ class MedicalImageDataModule(L.LightningDataModule):
             "spatial_dims": self.spatial_dims,
             "image_size": list(self.image_size),
             "spacing": spacing,
-            "intensity": self._intensity(modality),
+            "intensity": self._intensity(modality).to_dict(),
             "n_train": None if self.train_set is None else len(self.train_set),  # type: ignore[arg-type]
             "n_subjects": None if self.train_set is None else len(self.train_subjects),
             "num_workers": self.num_workers,
@@ -245,14 +246,14 @@ class MedicalImageDataModule(L.LightningDataModule):
         scale = max(shape) / max(self.image_size) if self.config.resize_mode == "resize" else 1.0
         return [round(float(s) * scale, 6) for s in spacing[: self.spatial_dims]]
 
-    def _intensity(self, modality: str) -> dict[str, Any]:
+    def _intensity(self, modality: str) -> IntensityMapping:
         if modality == "ct":
             lo, hi = resolve_ct_window(self.config.preset.ct_window)
-            return {"kind": "window", "low": lo, "high": hi, "unit": "HU"}
+            return IntensityMapping("window", lo, hi, "HU")
         if modality == "mri" and self.config.preset.mri_zscore:
-            return {"kind": "zscore"}
+            return IntensityMapping("zscore")
         pct = self.config.preset.mri_percentiles if modality == "mri" else self.config.preset.xray_percentiles
-        return {"kind": "percentile", "low": pct[0], "high": pct[1]}
+        return IntensityMapping("percentile", pct[0], pct[1])
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (the last incomplete batch is dropped when there is more than one).

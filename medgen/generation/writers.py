@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from medgen.data.intensity import IntensityMapping, as_intensity
 from medgen.data.io import atomic_write, load_image, write_image
 from medgen.errors import InputError
 
@@ -22,12 +23,19 @@ OutputFormat = Literal["nifti", "mha", "nrrd", "npy", "png"]
 EXTENSIONS: dict[str, str] = {"nifti": "nii.gz", "mha": "mha", "nrrd": "nrrd", "npy": "npy", "png": "png"}
 
 
-def to_output_units(sample: torch.Tensor, intensity: dict[str, Any] | None) -> tuple[torch.Tensor, str]:
-    """Map a ``(C, *spatial)`` sample from [-1, 1] to stored units; returns the array and the unit's name."""
+def to_output_units(
+    sample: torch.Tensor, intensity: IntensityMapping | dict[str, Any] | None
+) -> tuple[torch.Tensor, str]:
+    """Map a ``(C, *spatial)`` sample from [-1, 1] to stored units; returns the array and the unit's name.
+
+    ``intensity`` is the training mapping, or the dict a model card stores (read with
+    :meth:`IntensityMapping.from_dict`).
+    """
     x = sample.clamp(-1.0, 1.0)
-    if intensity and intensity.get("kind") == "window":
-        lo, hi = float(intensity["low"]), float(intensity["high"])
-        return (x + 1.0) * 0.5 * (hi - lo) + lo, str(intensity.get("unit", "HU"))
+    mapping = as_intensity(intensity)
+    if mapping is not None and mapping.kind == "window" and mapping.low is not None and mapping.high is not None:
+        lo, hi = float(mapping.low), float(mapping.high)
+        return (x + 1.0) * 0.5 * (hi - lo) + lo, mapping.unit or "HU"
     return x, "model [-1, 1]"
 
 
@@ -69,7 +77,11 @@ def reference_affine(path: str | Path, size: tuple[int, ...]) -> np.ndarray:
 
 
 def write_sample(
-    sample: torch.Tensor, path: Path, fmt: OutputFormat, affine: np.ndarray, intensity: dict[str, Any] | None
+    sample: torch.Tensor,
+    path: Path,
+    fmt: OutputFormat,
+    affine: np.ndarray,
+    intensity: IntensityMapping | dict[str, Any] | None,
 ) -> Path:
     """Write one ``(C, *spatial)`` sample atomically (temp file + rename).
 
