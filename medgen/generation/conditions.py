@@ -68,15 +68,15 @@ class ConditionPlan:
                 code = int(raw)
             except ValueError:
                 raise InputError(
-                    f"--condition {name}", f"unknown value '{raw}' (expected one of {', '.join(self.vocab[name])})"
+                    f"condition {name}", f"unknown value '{raw}' (expected one of {', '.join(self.vocab[name])})"
                 ) from None
             if not 0 <= code < len(self.vocab[name]):
-                raise InputError(f"--condition {name}", f"code {code} out of range 0..{len(self.vocab[name]) - 1}")
+                raise InputError(f"condition {name}", f"code {code} out of range 0..{len(self.vocab[name]) - 1}")
             return float(code)
         try:
             return float(raw)
         except ValueError:
-            raise InputError(f"--condition {name}", f"expected a number, got '{raw}'") from None
+            raise InputError(f"condition {name}", f"expected a number, got '{raw}'") from None
 
     def row_digest(self, index: int) -> str:
         """sha256 of sample ``index``'s conditions: the values as given and the content of its images."""
@@ -125,7 +125,7 @@ def parse_pairs(pairs: list[str]) -> dict[str, str]:
     for item in pairs:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise InputError("--condition", f"expected KEY=VALUE, got '{item}'")
+            raise InputError("condition", f"expected KEY=VALUE, got '{item}'")
         out[key.strip()] = value.strip()
     return out
 
@@ -202,11 +202,11 @@ def make_plan(
         unknown = sorted(set(row) - allowed)
         if unknown:
             takes = ", ".join(sorted(allowed)) or "no conditions"
-            raise InputError(f"--condition {unknown[0]}", f"the model does not take this condition (it takes: {takes})")
+            raise InputError(f"condition {unknown[0]}", f"the model does not take this condition (it takes: {takes})")
         if image_field and not any(row.get(k) for k in IMAGE_KEYS):
-            raise InputError("--condition", "the model needs a conditioning image: pass mask=PATH or image=PATH")
+            raise InputError("conditions", "the model needs a conditioning image: pass mask=PATH or image=PATH")
     if image_field and not rows:
-        raise InputError("--condition", "the model needs a conditioning image: pass mask=PATH or image=PATH")
+        raise InputError("conditions", "the model needs a conditioning image: pass mask=PATH or image=PATH")
     return ConditionPlan(rows, names, vocab, image_field, TrainingChain.from_card(card or {}))
 
 

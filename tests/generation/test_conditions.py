@@ -48,3 +48,25 @@ def test_a_non_square_lps_mask_conditions_as_in_training(
     assert main([*args, "--steps", "1", "--condition", f"mask={mask}"]) == 0
     generated_with = nib.load(out / "sample_000000_mask.nii.gz").get_fdata()
     np.testing.assert_array_equal(generated_with, trained_on.numpy())
+
+
+def test_condition_errors_name_the_condition_not_a_flag() -> None:
+    """The library names the condition (the CLI's ``--condition`` is the command's business)."""
+    from types import SimpleNamespace
+
+    from medgen.errors import InputError
+    from medgen.generation.conditions import make_plan, parse_pairs
+
+    net = SimpleNamespace(condition_names=["label", "age"], image_channels=0, control_channels=0)
+    cases = [
+        (lambda: parse_pairs(["label"]), "condition"),
+        (lambda: make_plan(net, {}, [{"colour": "red"}]), "condition colour"),
+        (lambda: make_plan(net, {"label": ["a", "b"]}, [{"label": "c"}]).values(0), "condition label"),
+        (lambda: make_plan(net, {"label": ["a", "b"]}, [{"label": "5"}]).values(0), "condition label"),
+        (lambda: make_plan(net, {}, [{"age": "old"}]).values(0), "condition age"),
+        (lambda: make_plan(SimpleNamespace(image_channels=1), {}, []), "conditions"),
+    ]
+    for call, subject in cases:
+        with pytest.raises(InputError) as info:
+            call()
+        assert info.value.subject == subject and "--" not in str(info.value)

@@ -266,7 +266,7 @@ def test_mask_conditioned_model_writes_image_and_mask_pairs(
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        (["--condition", "colour=red"], "--condition colour"),
+        (["--condition", "colour=red"], "condition colour"),
         (["--condition", "label"], "expected KEY=VALUE"),
         (["--format", "png", "--checkpoint-3d"], "png is for 2D"),
     ],
