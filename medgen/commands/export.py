@@ -21,13 +21,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "under checkpoints/ (or a MEDGEN_CHECKPOINTS folder) to use it by name."
         ),
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="Lightning checkpoint written by medgen fit")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="Lightning checkpoint written by medgen fit (with --format monai-bundle: also an exported "
+                        "folder or registry name)")  # fmt: skip
     p.add_argument("out_dir", metavar="OUT_DIR", help="output folder")
     p.add_argument("--name", default=None, help="model name in the card (default: the folder name)")
     p.add_argument("--licence", default="unspecified", help="licence of the weights (default: unspecified)")
     p.add_argument("--metrics", default=None, metavar="REPORT",
                    help="report.json of medgen evaluate whose metrics go into the card")  # fmt: skip
     p.add_argument("--raw-weights", action="store_true", help="export the raw training weights, not the EMA ones")
+    p.add_argument(
+        "--format", choices=("medgen", "monai-bundle"), default="medgen",
+        help="medgen (default): the folder above; monai-bundle: a MONAI bundle (configs/inference.json, "
+        "configs/metadata.json, models/model.pt) that monai.bundle loads and samples without medgen, for "
+        "unconditional pixel-space diffusion models sampled with DDIM or full DDPM (others are refused, naming why)",
+    )  # fmt: skip
+    p.add_argument("--sampler", default="ddim", choices=("ddim", "ddpm"),
+                   help="monai-bundle: the MONAI scheduler written into the bundle (default: ddim)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=None,
+                   help="monai-bundle: sampling steps (default: the model's)")  # fmt: skip
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
     p.set_defaults(func=run)
 
@@ -44,8 +56,37 @@ def run(args: argparse.Namespace) -> int:
             metrics = json.loads(Path(args.metrics).read_text()).get("metrics")
         except (OSError, json.JSONDecodeError, AttributeError) as exc:
             raise InputError(args.metrics, f"not a readable report.json ({exc})") from None
+    if args.format == "monai-bundle":
+        return _monai_bundle(args)
     out = export_checkpoint(args.checkpoint, args.out_dir, args.name, not args.raw_weights, args.licence, metrics)
     card = json.loads((out / CARD_FILE).read_text())
     print(f"exported {card['name']} ({card['family']}, {card['spatial_dims']}D {card['modality']}) -> {out}\n"
           f"  sha256 {card['sha256']}", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _monai_bundle(args: argparse.Namespace) -> int:
+    """Write the model as a MONAI bundle (see :mod:`medgen.interop.monai_bundle`)."""
+    from medgen.errors import InputError
+    from medgen.interop.monai_bundle import write_monai_bundle
+    from medgen.models.diffusion import DiffusionModel
+    from medgen.store.load import load_model
+
+    loaded = load_model(args.checkpoint, use_ema=not args.raw_weights)
+    model = loaded.model
+    if not isinstance(model, DiffusionModel) or model.image_size is None:
+        raise InputError(
+            args.checkpoint, f"is a {loaded.card.family} model: only pixel-space diffusion maps to a MONAI bundle"
+        )
+    sampling = {"sampler": args.sampler, "num_steps": args.steps or model.sampling.num_steps}
+    name = args.name or Path(args.out_dir).resolve().name
+    description = (
+        f"medgen {loaded.card.family} model {loaded.source.name} ({loaded.card.modality}), sha256 {loaded.sha256}"
+    )
+    out = write_monai_bundle(
+        model.net, model.objective.scheduler_config, model.image_size, sampling, args.out_dir, name, description,
+        family=model.family,
+    )  # fmt: skip
+    print(f"exported {name} as a MONAI bundle -> {out} (load with monai.bundle.ConfigParser: configs/inference.json)",
+          file=sys.stderr)  # fmt: skip
     return 0

@@ -252,3 +252,21 @@ def test_gradient_checkpointing_net_maps(tmp_path: Path):
     state = torch.load(bundle / "models" / "model.pt", weights_only=True)
     for key, value in net.unet.state_dict().items():
         assert torch.equal(state[key], value)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_export_command_writes_a_bundle_and_refuses_flow(tmp_path: Path, spatial_dims: int) -> None:
+    """``medgen export SRC OUT --format monai-bundle`` from an exported diffusion model; a flow model exits 2."""
+    from medgen.cli import main
+    from medgen.models import DiffusionModel, FlowModel
+
+    size = (16, 16) if spatial_dims == 2 else (8, 8, 8)
+    DiffusionModel(tiny_unet(spatial_dims), sample_size=size).save_pretrained(tmp_path / "ddpm")
+    assert main(["export", str(tmp_path / "ddpm"), str(tmp_path / "bundle"), "--format", "monai-bundle",
+                 "--steps", "4"]) == 0  # fmt: skip
+    config = json.loads((tmp_path / "bundle" / "configs" / "inference.json").read_text())
+    assert config["num_inference_steps"] == 4 and config["image_size"] == list(size)
+    assert (tmp_path / "bundle" / "models" / "model.pt").is_file()
+    FlowModel(tiny_unet(spatial_dims), sample_size=size).save_pretrained(tmp_path / "flow")
+    assert main(["export", str(tmp_path / "flow"), str(tmp_path / "nope"), "--format", "monai-bundle"]) == 2
+    assert not (tmp_path / "nope").exists()
