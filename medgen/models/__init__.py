@@ -9,6 +9,8 @@ Each family is one class owning its network, objective, sampling defaults and co
 ``Model.from_pretrained(folder_or_name)`` loads an exported model, ``model.save_pretrained(folder)`` writes one.
 """
 
+import medgen.nets.controlnet  # noqa: F401  (imported so the CLI lists medgen's networks for ``net``)
+import medgen.nets.unet  # noqa: F401
 from medgen.models.autoencoder import Autoencoder
 from medgen.models.base import GenerativeModel, SamplingDefaults, TrainableModel
 from medgen.models.diffusion import DiffusionModel
