@@ -23,6 +23,7 @@ import torch
 from medgen.data.presets import IntensityPreset
 from medgen.data.transforms import ResizeMode
 from medgen.errors import InputError
+from medgen.hashing import file_sha256
 from medgen.nets.condition import Condition
 
 #: Keys that name a conditioning image rather than a value.
@@ -111,8 +112,7 @@ def _file_digest(path: str) -> str:
 def _digest(path: str, stamp: tuple[int, int]) -> str:
     if not Path(path).is_file():
         return ""
-    with Path(path).open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    return file_sha256(path)  # hashlib.file_digest needs Python 3.11; medgen supports 3.10
 
 
 def parse_pairs(pairs: list[str]) -> dict[str, str]:

@@ -65,7 +65,7 @@ def reference_affine(path: str | Path, size: tuple[int, ...]) -> np.ndarray:
     if len(shape) != len(size):
         raise InputError(path, f"reference is {len(shape)}D but the samples are {len(size)}D")
     if len(shape) == 3:
-        ref = Orientation(axcodes="RAS", labels=None)(ref)
+        ref = Orientation(axcodes="RAS", labels=None)(ref)  # type: ignore[assignment]  # a MetaTensor in, one out
         shape = tuple(ref.shape[1:])
     source = np.asarray(ref.affine, dtype=np.float64)
     affine = source.copy()
