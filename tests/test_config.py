@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 import yaml
 
-from medgen.checkpoints import COMPONENT_CLASSES, MODULE_CLASSES
-from medgen.config import resolve_class
+from medgen.config import Allowed, resolve_class
 from medgen.errors import InputError
-from medgen.lit import DiffusionModule
+from medgen.lit import GenerativeTask
+from medgen.models import DiffusionModel
+from medgen.models.base import MODEL_CLASSES
+from medgen.models.build import COMPONENT_CLASSES
 from medgen.nets.unet import DiffusionUNet
 
 
@@ -26,12 +28,15 @@ MODEL_CONFIGS = [c for c in sorted((Path(__file__).resolve().parents[1] / "confi
 @pytest.mark.parametrize(
     ("path", "allowed"),
     [
-        ("medgen.cli.main", MODULE_CLASSES),  # a function
+        ("medgen.cli.main", MODEL_CLASSES),  # a function
         ("medgen.generation.manifest.rewrite", COMPONENT_CLASSES),  # a function that writes files
         ("medgen.nets.unet.DiffusionModelUNet", COMPONENT_CLASSES),  # a MONAI class imported into medgen.nets
         ("medgen.nets.unet.checkpoint", COMPONENT_CLASSES),  # torch's function imported into medgen.nets
         ("medgen.objectives.common.TrainingTarget", COMPONENT_CLASSES),  # a class, but no allowed base
-        ("medgen.nets.unet.DiffusionUNet", MODULE_CLASSES),  # a net where a module is expected
+        ("medgen.nets.unet.DiffusionUNet", MODEL_CLASSES),  # a net where a model is expected
+        ("medgen.lit.GenerativeTask", MODEL_CLASSES),  # the Lightning task that trains a model is not one
+        ("medgen.models.base.SamplingDefaults", MODEL_CLASSES),  # under medgen.models, but not a TrainableModel
+        ("medgen.lit.DiffusionModule", MODEL_CLASSES),  # the module class of medgen before the models/tasks split
         ("medgen.errors.InputError", COMPONENT_CLASSES),  # outside the allowed packages
         ("torch.nn.Linear", COMPONENT_CLASSES),
         ("medgen.nets.no_such_module.Net", COMPONENT_CLASSES),
@@ -43,25 +48,33 @@ def test_refused_paths_name_the_file(path: str, allowed: Any) -> None:
 
 
 def test_allowed_classes_resolve_by_definition_or_package_alias() -> None:
-    assert resolve_class("medgen.lit.DiffusionModule", MODULE_CLASSES, "x") is DiffusionModule
-    assert resolve_class("medgen.lit.diffusion.DiffusionModule", MODULE_CLASSES, "x") is DiffusionModule
+    assert resolve_class("medgen.models.DiffusionModel", MODEL_CLASSES, "x") is DiffusionModel
+    assert resolve_class("medgen.models.diffusion.DiffusionModel", MODEL_CLASSES, "x") is DiffusionModel
     assert resolve_class("medgen.nets.unet.DiffusionUNet", COMPONENT_CLASSES, "x") is DiffusionUNet
 
 
 def _class_paths(node: Any) -> list[str]:
     if isinstance(node, dict):
         own = [str(node["class_path"])] if "class_path" in node else []
-        return own + [p for k, v in node.items() if k != "optimizer" for p in _class_paths(v)]
+        return own + [p for v in node.values() for p in _class_paths(v)]
     if isinstance(node, list):
         return [p for v in node for p in _class_paths(v)]
     return []
 
 
 def test_every_model_class_path_in_configs_is_allowed() -> None:
-    """The model sections' classes (what checkpoints and exports record) pass; ``optimizer`` is LightningCLI's."""
+    """Every config trains its model with the task; the model's classes (what checkpoints and exports record) pass."""
     assert len(MODEL_CONFIGS) >= 20  # every family, full-size, smoke and quality
+    families = set()
     for config in MODEL_CONFIGS:
-        model = _model(config) or {}
-        resolve_class(model["class_path"], MODULE_CLASSES, config)
-        for path in _class_paths(model.get("init_args") or {}):
+        task = _model(config) or {}
+        assert resolve_class(task["class_path"], [Allowed("medgen.lit.", GenerativeTask)], config) is GenerativeTask
+        task_args = task.get("init_args") or {}
+        assert not [p for k, v in task_args.items() if k != "model" for p in _class_paths(v)], config
+        model = task_args["model"]
+        families.add(resolve_class(model["class_path"], MODEL_CLASSES, config))
+        paths = _class_paths(model.get("init_args") or {})
+        assert paths, config  # at least the net
+        for path in paths:
             resolve_class(path, COMPONENT_CLASSES, config)
+    assert len(families) == 5, families  # diffusion, flow, latent diffusion, latent flow, autoencoder

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         from medgen.evaluation.unpaired import evaluate_unpaired
 
         json_path, html_path = evaluate_unpaired(args, real, fake)
-    for line in headline(json.loads(Path(json_path).read_text())["metrics"]):
+    for line in headline(json.loads(Path(str(json_path)).read_text())["metrics"]):
         print(line)
     print(f"report: {json_path}\n        {html_path}", file=sys.stderr)
     return 0

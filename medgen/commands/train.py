@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from medgen.data.datamodule import MedicalImageDataModule
@@ -62,7 +62,9 @@ class MedgenCLI(LightningCLI):
 def fit_summary(trainer: Trainer) -> str:
     """Where a finished ``fit`` left its results: run folder, checkpoint files, resolved ``config.yaml``."""
     run = Path(trainer.log_dir or trainer.default_root_dir)
-    folders = {Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if cb.dirpath}
+    folders = {
+        Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath
+    }
     ckpts = sorted(p for folder in folders for p in folder.glob("*.ckpt"))
     config = run / "config.yaml"
     lines = [f"medgen fit: run folder {run}"] + [f"  checkpoint {p}" for p in ckpts]

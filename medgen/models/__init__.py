@@ -12,7 +12,8 @@ Each family is one class owning its network, objective, sampling defaults and co
 import medgen.nets.controlnet  # noqa: F401  (imported so the CLI lists medgen's networks for ``net``)
 import medgen.nets.unet  # noqa: F401
 from medgen.models.autoencoder import Autoencoder
-from medgen.models.base import GenerativeModel, SamplingDefaults, TrainableModel
+from medgen.models.base import GenerativeModel, TrainableModel
+from medgen.models.defaults import SamplingDefaults
 from medgen.models.diffusion import DiffusionModel
 from medgen.models.flow import FlowModel
 from medgen.models.latent import LatentDiffusionModel

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -19,7 +19,9 @@ import torch
 from torch import nn
 
 from medgen import __version__
+from medgen.config import Allowed
 from medgen.errors import InputError, MedgenError
+from medgen.models.defaults import SamplingDefaults
 from medgen.nets.condition import Condition
 from medgen.nets.protocol import GenerativeNet
 from medgen.sampling.common import Generators
@@ -31,22 +33,6 @@ Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 #: Class path a model's exported ``config.yaml`` names for the task that trains it (a string: no import).
 TASK_CLASS_PATH = "medgen.lit.GenerativeTask"
-
-
-@dataclass(frozen=True)
-class SamplingDefaults:
-    """How a model samples unless told otherwise.
-
-    Attributes:
-        method: A diffusers scheduler class name or alias (``ddpm``, ``ddim``, ``dpm++``, ``unipc``, ``euler`` …)
-            for diffusion families; an ODE solver (``euler``, ``heun``, ``midpoint``) for flow families.
-        num_steps: Sampling steps.
-        guidance: Classifier-free guidance scale (1: none).
-    """
-
-    method: str = "dpm++"
-    num_steps: int = 25
-    guidance: float = 1.0
 
 
 class TrainableModel(nn.Module):
@@ -206,12 +192,16 @@ class TrainableModel(nn.Module):
 
         source = resolve(ref)
         if source.kind == "checkpoint":
-            model = model_from_checkpoint(read_checkpoint(source.path), source.path, use_ema)
+            model = model_from_checkpoint(read_checkpoint(source.path), source.path, MODEL_CLASSES, use_ema)
         else:
-            model = model_from_export(source)
+            model = model_from_export(source, MODEL_CLASSES)
         if not isinstance(model, cls):
             raise InputError(ref, f"holds a {type(model).__name__}, not a {cls.__name__}")
         return model
+
+
+#: What a checkpoint's or an export's model ``class_path`` may name (see :mod:`medgen.models.build`).
+MODEL_CLASSES = (Allowed("medgen.models.", TrainableModel),)
 
 
 class GenerativeModel(TrainableModel):

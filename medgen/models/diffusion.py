@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from medgen.models.base import GenerativeModel, SamplingDefaults
+from medgen.models.base import GenerativeModel
+from medgen.models.defaults import SamplingDefaults
 from medgen.nets.condition import Condition
 from medgen.nets.protocol import GenerativeNet
 from medgen.objectives.diffusion import DiffusionObjective

@@ -9,7 +9,8 @@ from typing import Any, cast
 import torch
 
 from medgen.errors import InputError
-from medgen.models.base import GenerativeModel, SamplingDefaults
+from medgen.models.base import GenerativeModel
+from medgen.models.defaults import SamplingDefaults
 from medgen.nets.condition import Condition
 from medgen.nets.protocol import GenerativeNet
 from medgen.objectives.flow import FlowObjective

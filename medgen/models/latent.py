@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from medgen.errors import InputError
-from medgen.models.base import GenerativeModel, Reduce, SamplingDefaults
+from medgen.models.base import GenerativeModel, Reduce
+from medgen.models.defaults import SamplingDefaults
 from medgen.models.diffusion import DiffusionModel
 from medgen.nets.autoencoder import KLAutoencoder
 from medgen.nets.protocol import GenerativeNet

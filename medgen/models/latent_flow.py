@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from medgen.models.base import SamplingDefaults
+from medgen.models.defaults import SamplingDefaults
 from medgen.models.flow import FlowModel
 from medgen.models.latent import LatentSpace
 from medgen.nets.autoencoder import KLAutoencoder

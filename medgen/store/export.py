@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from medgen.models.base import MODEL_CLASSES
 from medgen.models.build import model_from_checkpoint
 from medgen.store.ckpt import read_checkpoint
 
@@ -38,7 +39,7 @@ def export_checkpoint(
         The output folder.
     """
     ckpt = read_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt, checkpoint, use_ema)
+    model = model_from_checkpoint(ckpt, checkpoint, MODEL_CLASSES, use_ema)
     meta = dict(ckpt["medgen"])
     if "model" not in meta:  # an older checkpoint: describe the model as it is now, with the run's data record
         meta = {**model.describe(), "data": meta.get("data"), "version": meta.get("version")}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from medgen.hashing import file_sha256
-from medgen.models.base import TrainableModel
+from medgen.models.base import MODEL_CLASSES, TrainableModel
 from medgen.models.build import model_from_checkpoint, model_from_export
 from medgen.store.card import ModelCard, card_fields
 from medgen.store.ckpt import read_checkpoint
@@ -46,10 +46,10 @@ def load_model(ref: str | Path, use_ema: bool = True) -> LoadedModel:
     source = resolve(ref)
     if source.kind == "checkpoint":
         ckpt = read_checkpoint(source.path)
-        model = model_from_checkpoint(ckpt, source.path, use_ema)
+        model = model_from_checkpoint(ckpt, source.path, MODEL_CLASSES, use_ema)
         card = ModelCard.from_dict(card_fields(source.name, ckpt["medgen"]))
         return LoadedModel(model, source, card, file_sha256(source.path))
-    model = model_from_export(source)
+    model = model_from_export(source, MODEL_CLASSES)
     return LoadedModel(model, source, ModelCard.from_dict(read_card(source.path)), verify(source))
 
 

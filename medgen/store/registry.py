@@ -5,7 +5,7 @@ this order: the folders listed in ``MEDGEN_CHECKPOINTS`` (``os.pathsep``-separat
 folder of the installed package's source tree. The current directory is never searched, so a ``./checkpoints``
 folder cannot take over a name. Loading an exported folder verifies ``config.yaml``, ``model.safetensors`` and
 the card against the card's sha256 first, reads the weights with safetensors (which cannot run code) and
-builds only allow-listed classes (:data:`medgen.models.build.MODEL_CLASSES`).
+builds only allow-listed classes (:data:`medgen.models.base.MODEL_CLASSES`).
 
 Cards written before the card covered ``config.yaml`` (no ``files`` field) still load: their weights are
 verified and a warning says that the config is not covered; re-export the model to cover it.
