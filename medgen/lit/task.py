@@ -113,7 +113,7 @@ class GenerativeTask(L.LightningModule):
         good = last_checkpoint_before(self.trainer, step)
         where = f"last good checkpoint: {good}" if good else f"no checkpoint from before step {step}"
         return (
-            f"training stopped: loss is {float(loss)} at step {step}; {where} "
+            f"training stopped: loss is {float(loss.detach())} at step {step}; {where} "
             "(lower the learning rate, enable gradient clipping or use bf16-mixed instead of 16-mixed)"
         )
 

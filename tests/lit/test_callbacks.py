@@ -18,9 +18,11 @@ from medgen.data.datamodule import MedicalImageDataModule
 from medgen.data.phantoms import phantom_family, save_phantom_set
 from medgen.errors import InputError
 from medgen.evaluation.kid import polynomial_kernel
-from medgen.lit import DiffusionModule
+from medgen.lit import GenerativeTask, Optimization, ValidationPictures
 from medgen.lit.callbacks import DistributionMetrics, distribution_scores
+from medgen.models import DiffusionModel, SamplingDefaults
 from medgen.nets.conditioning import ConditionSpec
+from medgen.nets.unet import DiffusionUNet
 from tests.helpers import tiny_unet
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "smoke"
@@ -59,6 +61,12 @@ def _data(root: Path, spatial_dims: int, conditions: list[str] | None = None) ->
     )
 
 
+def _task(net: DiffusionUNet, num_steps: int) -> GenerativeTask:
+    """A diffusion model sampling with DDIM in ``num_steps`` steps; no validation picture, one warm-up step."""
+    model = DiffusionModel(net, sampling=SamplingDefaults("ddim", num_steps))
+    return GenerativeTask(model, optimization=Optimization(warmup_steps=1), pictures=ValidationPictures(num_samples=0))
+
+
 def _trainer(root: Path, callback: DistributionMetrics) -> L.Trainer:
     return L.Trainer(
         accelerator="cpu",
@@ -83,9 +91,7 @@ def _logged(trainer: L.Trainer) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_logs_kid_and_fid_every_n_epochs_deterministically(spatial_dims: int, ct_volumes: Path, tmp_path: Path) -> None:
-    module = DiffusionModule(
-        net=tiny_unet(spatial_dims), sampler="ddim", num_inference_steps=3, val_num_samples=0, warmup_steps=1
-    )
+    module = _task(tiny_unet(spatial_dims), num_steps=3)
     callback = DistributionMetrics(
         num_samples=3, every_n_epochs=2, extractor=PooledIntensities(), fid_min_samples=3, batch_size=2
     )
@@ -123,17 +129,17 @@ def test_scores_of_identical_sets_are_zero_and_fid_waits_for_n() -> None:
 
 def test_conditional_module_samples_with_the_real_conditions(ct_volumes: Path, tmp_path: Path) -> None:
     net = tiny_unet(2, conditions=[ConditionSpec("label", "class", num_classes=2)])
-    module = DiffusionModule(net=net, sampler="ddim", num_inference_steps=2, val_num_samples=0, warmup_steps=1)
+    module = _task(net, num_steps=2)
     callback = DistributionMetrics(num_samples=3, extractor=PooledIntensities(), batch_size=3, kid_subsets=5)
     data = _data(ct_volumes, 2, conditions=["label"])
     trainer = _trainer(tmp_path, callback)
     trainer.fit(module, datamodule=data)
     assert data.val_set is not None
     batch = torch.utils.data.default_collate([data.val_set[i] for i in range(3)])
-    cond = module.condition_from_batch(batch)
+    cond = module.condition(batch)
     assert cond is not None and cond.values is not None and cond.values.shape == (3, 1)
     extractor = PooledIntensities()
-    fake = module.sample(3, cond=cond, generator=torch.Generator().manual_seed(0))
+    fake = module.model.sample(3, cond=cond, generator=torch.Generator().manual_seed(0))
     expected = distribution_scores(
         extractor(batch["image"].clamp(-1, 1)), extractor(fake.clamp(-1, 1)), 3, kid_subsets=5
     )
@@ -159,7 +165,7 @@ def test_yaml_callback_with_inception_through_the_cli(tmp_path: Path) -> None:
         f"--trainer.logger.save_dir={tmp_path}",
         "--trainer.max_steps=2",
         "--trainer.val_check_interval=2",
-        "--model.val_num_samples=0",
+        "--model.pictures.num_samples=0",
         "--trainer.callbacks+=medgen.lit.callbacks.DistributionMetrics",
         "--trainer.callbacks.num_samples=4",
         "--trainer.callbacks.fid_min_samples=4",
