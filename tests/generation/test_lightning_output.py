@@ -11,7 +11,7 @@ import pytest
 from medgen.generation.conditions import make_plan
 from medgen.generation.predict import generate_with_trainer
 from medgen.generation.run import GenerationOptions
-from medgen.registry import load_model
+from medgen.store.load import load_model
 from tests.generation.conftest import CheckpointFactory
 
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero")
@@ -28,7 +28,7 @@ def test_generate_with_trainer_leaves_lightning_logging_as_it_was(
     before = _logging_state()
     opts = GenerationOptions(num_samples=1, out_dir=tmp_path / "out", batch_size=1, fmt="npy")
     summary, rank = generate_with_trainer(
-        loaded.module, opts, make_plan(loaded.module.net, {}, []), loaded.card, accelerator="cpu"
+        loaded.model, opts, make_plan(loaded.model.net, {}, []), loaded.card, accelerator="cpu"
     )
     assert summary.written == 1 and rank == 0
     assert _logging_state() == before

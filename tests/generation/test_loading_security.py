@@ -43,8 +43,8 @@ def test_allow_lists_name_models_and_their_parts_only() -> None:
     assert [(a.package, a.base.__name__) for a in MODEL_CLASSES] == [("medgen.models.", "TrainableModel")]
     assert {a.package for a in COMPONENT_CLASSES} == {"medgen.nets.", "medgen.objectives."}
     # Old Lightning module class paths translate to exactly the four model classes that replaced them.
-    assert sorted(LEGACY_MODULES.values()) == ["medgen.models.Autoencoder", "medgen.models.DiffusionModel",
-                                               "medgen.models.FlowModel", "medgen.models.LatentDiffusionModel"]  # fmt: skip
+    four = ["Autoencoder", "DiffusionModel", "FlowModel", "LatentDiffusionModel"]
+    assert sorted(LEGACY_MODULES.values()) == [f"medgen.models.{name}" for name in four]
     for path in ("medgen.lit.Anything", "medgen.lit.task.GenerativeTask", "medgen.lit.GenerativeTask",
                  "medgen.lit.ema.EMA", "medgen.cli.DiffusionModule", "medgen.models.DiffusionModule"):  # fmt: skip
         assert legacy_class(path) is None, path

@@ -15,7 +15,7 @@ from medgen.errors import InputError
 from medgen.generation.conditions import make_plan
 from medgen.generation.qc import QualityControl
 from medgen.generation.run import GenerationOptions, generate
-from medgen.registry import load_model
+from medgen.store.load import load_model
 from tests.generation.conftest import CheckpointFactory
 
 LABEL = [{"name": "label", "kind": "class", "num_classes": 3}]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from medgen.checkpoints import COMPONENT_CLASSES
 from medgen.config import instantiate
+from medgen.models.build import COMPONENT_CLASSES
 from medgen.nets.condition import Condition
 from medgen.nets.controlnet import ControlNetUNet
 from medgen.nets.unet import DiffusionUNet

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medgen.checkpoints import COMPONENT_CLASSES
 from medgen.config import instantiate
 from medgen.errors import InputError
+from medgen.models.build import COMPONENT_CLASSES
 from medgen.nets.condition import Condition
 from medgen.nets.conditioning import ConditionSpec
 from medgen.nets.unet import DiffusionUNet
