@@ -45,6 +45,12 @@ class MedgenCLI(LightningCLI):
         """The ``pretrained`` section: a :class:`~medgen.finetune.Pretrained` callback added to every run."""
         parser.add_lightning_class_args(Pretrained, "pretrained")
 
+    def _parse_ckpt_path(self) -> None:
+        """Keep the given config on ``--ckpt_path``: the task's saved hyper-parameters (seed, compile) lack the model.
+
+        Lightning would parse them into ``model``, which replaces the config's task and fails (model required).
+        """
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Lightning's trainer, its default Rich progress bar counting steps (a bar the config names stays)."""
         trainer = super().instantiate_trainer(**kwargs)

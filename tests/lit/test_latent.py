@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from medgen.checkpoints import load_module, read_checkpoint
 from medgen.cli import main
 from medgen.errors import InputError
 from medgen.finetune import load_submodule
-from medgen.lit import LatentDiffusionModule
+from medgen.models import Autoencoder, LatentDiffusionModel
 from medgen.nets.autoencoder import KLAutoencoder, Posterior
+from medgen.store.ckpt import read_checkpoint
+from medgen.store.load import load_model
 from tests.helpers import tiny_unet
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "smoke"
@@ -63,20 +64,20 @@ def test_monai_autoencoderkl_state_dict_imports(tmp_path: Path, spatial_dims: in
                              with_decoder_nonlocal_attn=False)  # fmt: skip
     torch.save(monai_ae.state_dict(), tmp_path / "autoencoder.pt")
     ours = _autoencoder(spatial_dims, seed=6)
-    load_submodule(ours, tmp_path / "autoencoder.pt", "model.autoencoder_from")
+    load_submodule(ours, tmp_path / "autoencoder.pt", "pretrained.autoencoder_from")
     x = torch.rand(1, 1, *(16,) * spatial_dims)
     torch.testing.assert_close(ours.posterior(x).mean, monai_ae.encode(x)[0])
     wider = KLAutoencoder(spatial_dims, channels=(8, 24), attention_levels=(False, False), num_res_blocks=1,
                           latent_channels=4, norm_num_groups=8, with_nonlocal_attn=False)  # fmt: skip
     with pytest.raises(InputError, match="does not fit this autoencoder"):
-        load_submodule(wider, tmp_path / "autoencoder.pt", "model.autoencoder_from")
+        load_submodule(wider, tmp_path / "autoencoder.pt", "pretrained.autoencoder_from")
 
 
-def test_latent_module_checks_channels() -> None:
+def test_latent_model_checks_channels() -> None:
     with pytest.raises(InputError, match="latent_channels"):
-        LatentDiffusionModule(tiny_unet(2), _autoencoder(2))  # the tiny UNet has 1 input channel
+        LatentDiffusionModel(tiny_unet(2), _autoencoder(2))  # the tiny UNet has 1 input channel
     with pytest.raises(InputError, match="not available in latent space"):
-        LatentDiffusionModule(tiny_unet(2, in_channels=4, out_channels=4, image_channels=1), _autoencoder(2))
+        LatentDiffusionModel(tiny_unet(2, in_channels=4, out_channels=4, image_channels=1), _autoencoder(2))
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -87,29 +88,35 @@ def test_autoencoder_then_latent_diffusion_from_the_cli(
     ae_run = _fit(f"ae_{spatial_dims}d.yaml", tmp_path / "ae")
     ae_ckpt = ae_run / "checkpoints" / "last.ckpt"
     assert (ae_run / "samples" / "step_0000005.png").is_file()  # originals above reconstructions
-    trained_ae = {k[len("net.") :]: v for k, v in read_checkpoint(ae_ckpt)["state_dict"].items()}
-    module = load_module(ae_ckpt)
+    ae_state = read_checkpoint(ae_ckpt)["state_dict"]
+    trained_ae = {k.removeprefix("model.net."): v for k, v in ae_state.items() if k.startswith("model.net.")}
+    assert trained_ae and len(trained_ae) == len(_autoencoder(spatial_dims).state_dict())
+    model = load_model(ae_ckpt).model
+    assert isinstance(model, Autoencoder)
     x = torch.rand(2, 1, *(16,) * spatial_dims) * 2 - 1
-    assert module.reconstruct(x).shape == x.shape  # type: ignore[operator]
+    assert model.reconstruct(x).shape == x.shape
     assert main(["generate", "--checkpoint", str(ae_ckpt), "--num-samples", "1", "--out", str(tmp_path / "g")]) == 2
-    assert "is an autoencoder" in capsys.readouterr().err
+    refused = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "autoencoder model: it encodes and decodes but does not generate" in refused
+    assert "--pretrained.autoencoder_from" in refused
 
-    ldm_run = _fit(f"ldm_{spatial_dims}d.yaml", tmp_path / "ldm", f"--model.autoencoder_from={ae_ckpt}")
+    ldm_run = _fit(f"ldm_{spatial_dims}d.yaml", tmp_path / "ldm", f"--pretrained.autoencoder_from={ae_ckpt}")
     ldm_ckpt = read_checkpoint(ldm_run / "checkpoints" / "last.ckpt")
     for key, value in trained_ae.items():  # the frozen autoencoder is the trained one, untouched by training
-        assert torch.equal(ldm_ckpt["current_model_state"][f"autoencoder.{key}"], value), key
+        assert torch.equal(ldm_ckpt["current_model_state"][f"model.autoencoder.{key}"], value), key
         # The EMA copy of a constant drifts by float rounding only.
-        torch.testing.assert_close(ldm_ckpt["state_dict"][f"autoencoder.{key}"], value, rtol=0, atol=1e-6)
-    scale = float(ldm_ckpt["state_dict"]["latent_scale"])
+        torch.testing.assert_close(ldm_ckpt["state_dict"][f"model.autoencoder.{key}"], value, rtol=0, atol=1e-6)
+    scale = float(ldm_ckpt["state_dict"]["model.latent_scale"])
     assert math.isfinite(scale) and scale != 1.0  # set from the first batch's latents
     assert ldm_ckpt["medgen"]["family"] == "latent-diffusion"
 
     resumed = _fit(
-        f"ldm_{spatial_dims}d.yaml", tmp_path / "ldm", f"--model.autoencoder_from={ae_ckpt}",
+        f"ldm_{spatial_dims}d.yaml", tmp_path / "ldm", f"--pretrained.autoencoder_from={ae_ckpt}",
         "--trainer.max_steps=7", f"--ckpt_path={ldm_run / 'checkpoints' / 'last.ckpt'}",
     )  # fmt: skip
     again = read_checkpoint(resumed / "checkpoints" / "last.ckpt")
-    assert again["global_step"] == 7 and float(again["state_dict"]["latent_scale"]) == scale
-    model = load_module(resumed / "checkpoints" / "last.ckpt")
-    samples = model.sample(2, generator=torch.Generator().manual_seed(0))
+    assert again["global_step"] == 7 and float(again["state_dict"]["model.latent_scale"]) == scale
+    ldm = load_model(resumed / "checkpoints" / "last.ckpt").model
+    assert isinstance(ldm, LatentDiffusionModel) and float(ldm.latent_scale) == scale
+    samples = ldm.sample(2, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (2, 1, *(16,) * spatial_dims) and torch.isfinite(samples).all()
