@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if args.steps > 0:
         ckpt, more = train_stage(data.mri, out, args.steps)
         pictures += more + generate_stage(ckpt, out, args.num_samples)
-        extra = qc_fallback(out / "generated" / "manifest.jsonl", args.steps)
-        reports += [evaluate_stage(out, extra), memorization_stage(out, extra)]
+        include_qc_failed = qc_fallback(out / "generated" / "manifest.jsonl", args.steps)
+        reports += [evaluate_stage(out, include_qc_failed), memorization_stage(out, include_qc_failed)]
     print(f"\ndone in {time.time() - start:.0f} s.\n  pictures: " + ", ".join(str(p) for p in pictures))
     if reports:
         print("  HTML reports: " + ", ".join(str(p) for p in reports))
@@ -147,11 +148,13 @@ def train_stage(mri: Path, out: Path, steps: int) -> tuple[Path, list[Path]]:
 
 
 def generate_stage(ckpt: Path, out: Path, num_samples: int) -> list[Path]:
-    """Export the model, generate an augmentation set from the export with ``medgen generate``, picture it."""
+    """Export the model, generate an augmentation set from the export as ``medgen generate`` does, picture it."""
     import torch
 
-    from medgen.cli import main
     from medgen.data.io import load_image
+    from medgen.generation.conditions import make_plan
+    from medgen.generation.job import default_device, default_format, load_generator, summary_line
+    from medgen.generation.run import GenerationOptions, generate
     from medgen.store.export import export_checkpoint
     from medgen.visualize import save_grid
 
@@ -160,8 +163,14 @@ def generate_stage(ckpt: Path, out: Path, num_samples: int) -> list[Path]:
     print(f"  -> {model_dir}")
     print(f"\n[6/8] medgen generate: {num_samples} samples with a manifest (sha256, seed, sampler per file)")
     generated = out / "generated"
-    _cli(main, ["generate", "--checkpoint", str(model_dir), "--num-samples", str(num_samples), "--out",
-                str(generated), "--batch-size", "16"])  # fmt: skip
+    loaded = load_generator(model_dir)
+    opts = GenerationOptions(
+        num_samples=num_samples, out_dir=generated, batch_size=16, fmt=default_format(loaded.model.spatial_dims),
+        checkpoint=loaded.checkpoint, checkpoint_sha256=loaded.sha256, weights="ema", command=["medgen", *sys.argv[1:]],
+    )  # fmt: skip
+    plan = make_plan(loaded.model.net, loaded.card.vocab, [], loaded.card.raw)
+    summary = generate(loaded.model, opts, plan, loaded.card, default_device())
+    print(summary_line(summary, generated, "complete" if summary.merged else "shard 0/1 done"), file=sys.stderr)
     files = sorted(generated.glob("sample_*.png"))[:16]
     stack = torch.stack([torch.as_tensor(load_image(f)) / 127.5 - 1.0 for f in files])
     picture = save_grid(stack, out / "mri_2d_samples.png", ncol=8)
@@ -169,8 +178,8 @@ def generate_stage(ckpt: Path, out: Path, num_samples: int) -> list[Path]:
     return [picture]
 
 
-def qc_fallback(manifest: Path, steps: int) -> list[str]:
-    """``["--include-qc-failed"]`` when fewer than half the generated samples passed quality control, else ``[]``.
+def qc_fallback(manifest: Path, steps: int) -> bool:
+    """True (include samples that failed quality control) when fewer than half the generated samples passed it.
 
     A demo model trained for a few steps (as in tests, or ``--steps 50``) draws samples that fail QC; the demo then
     still shows both reports, on every sample, and says so. At the default steps most samples pass, and the
@@ -179,42 +188,41 @@ def qc_fallback(manifest: Path, steps: int) -> list[str]:
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     passed = sum(1 for row in rows if row.get("qc", {}).get("passed", True))
     if 2 * passed >= len(rows):
-        return []
+        return False
     print(f"\n  only {passed} of {len(rows)} samples passed quality control (a model trained for {steps} steps): "
           "the next two stages include the failed ones (--include-qc-failed) to show the reports")  # fmt: skip
-    return ["--include-qc-failed"]
+    return True
 
 
-def evaluate_stage(out: Path, extra: list[str]) -> Path:
+def evaluate_stage(out: Path, include_qc_failed: bool) -> Path:
     """``medgen evaluate`` of the generated set against the real training slices."""
-    from medgen.cli import main
+    from medgen.commands.evaluate import print_report
+    from medgen.evaluation.sources import list_source
+    from medgen.evaluation.unpaired import UnpairedOptions, evaluate_unpaired
 
     print("\n[7/8] medgen evaluate: FID/KID/PRDC/diversity with a real-vs-real baseline and bootstrap CIs")
     report = out / "evaluation"
-    _cli(main, ["evaluate", "--real", str(out / "real_slices"), "--fake", str(out / "generated"), "--out",
-                str(report), "--window", "0,255", "--bootstrap", "50", *extra])  # fmt: skip
-    return report / "report.html"  # evaluate printed the headline metrics with their baseline and CI
+    real = list_source(out / "real_slices", include_qc_failed)
+    fake = list_source(out / "generated", include_qc_failed)
+    json_path, html_path = evaluate_unpaired(real, fake, UnpairedOptions(report, window=(0.0, 255.0), bootstrap=50))
+    print_report(json_path, html_path)  # the headline metrics with their baseline and CI
+    return html_path
 
 
-def memorization_stage(out: Path, extra: list[str]) -> Path:
+def memorization_stage(out: Path, include_qc_failed: bool) -> Path:
     """``medgen memorization`` of the generated set against the training slices."""
-    from medgen.cli import main
+    from medgen.commands.memorization import print_summary
+    from medgen.memorization.detect import detect_memorization
 
     print("\n[8/8] medgen memorization: nearest training slice of every sample, threshold from held-out subjects")
     report = out / "memorization"
-    _cli(main, ["memorization", "--train", str(out / "real_slices"), "--generated",
-                str(out / "generated" / "manifest.jsonl"), "--out", str(report), *extra])  # fmt: skip
-    result = json.loads((report / "report.json").read_text())
+    result = detect_memorization(
+        out / "real_slices", out / "generated" / "manifest.jsonl", report, include_qc_failed=include_qc_failed
+    )
+    print_summary(result, report)
     decision = result.get("verification") or result["calibration"]
     print(f"  {result['n_flagged']} of {len(result['samples'])} samples flagged as copies "
           f"(verified-score threshold {decision['threshold']:.3f}, {decision.get('source')}). A sample is flagged "
           "only when it aligns with one of its retrieved training slices in pixel space; with many patients and "
           "--holdout the threshold is steadier.")  # fmt: skip
     return report / "report.html"
-
-
-def _cli(main: Any, argv: list[str]) -> None:
-    """Run a medgen command; a failure stops the demo with that command's exit code."""
-    code = main(argv)
-    if code:
-        raise SystemExit(code)

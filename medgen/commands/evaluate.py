@@ -6,10 +6,19 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from medgen.errors import InputError
+
+if TYPE_CHECKING:
+    from medgen.evaluation.paired import PairedOptions
+    from medgen.evaluation.unpaired import UnpairedOptions
 
 DEFAULT_UNPAIRED = "fid,kid,prdc,diversity"
 DEFAULT_PAIRED = "ssim,ms_ssim,psnr,mae"
+#: The library's parameter names → this command's flags, for error messages.
+FLAGS = {"metrics": "--metrics", "window": "--window", "extractor": "--extractor", "data_range": "--data-range",
+         "protocol": "--protocol", "masks": "--mask", "bootstrap": "--bootstrap", "seed": "--seed"}  # fmt: skip
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -67,16 +76,73 @@ def run(args: argparse.Namespace) -> int:
     from medgen.evaluation.sources import list_source
 
     real, fake = list_source(args.real, args.include_qc_failed), list_source(args.fake, args.include_qc_failed)
-    if args.paired:
-        json_path, html_path = _paired(args, real, fake)
-    else:
-        from medgen.evaluation.unpaired import evaluate_unpaired
+    try:
+        if args.paired:
+            from medgen.evaluation.paired import evaluate_paired
 
-        json_path, html_path = evaluate_unpaired(args, real, fake)
-    for line in headline(json.loads(Path(str(json_path)).read_text())["metrics"]):
+            json_path, html_path = evaluate_paired(real, fake, paired_options(args))
+        else:
+            from medgen.evaluation.unpaired import evaluate_unpaired
+
+            json_path, html_path = evaluate_unpaired(real, fake, unpaired_options(args))
+    except InputError as error:
+        flagged = with_flags(error)
+        if flagged is error:
+            raise
+        raise flagged from error
+    print_report(json_path, html_path)
+    return 0
+
+
+def unpaired_options(args: argparse.Namespace) -> UnpairedOptions:
+    """The :class:`~medgen.evaluation.unpaired.UnpairedOptions` of ``medgen evaluate`` without ``--paired``."""
+    from medgen.evaluation.unpaired import UnpairedOptions
+
+    return UnpairedOptions(
+        out=args.out, metrics=_names(args.metrics or DEFAULT_UNPAIRED), window=args.window, extractor=args.extractor,
+        weights=args.weights, bootstrap=args.bootstrap, seed=args.seed,
+    )  # fmt: skip
+
+
+def paired_options(args: argparse.Namespace) -> PairedOptions:
+    """The :class:`~medgen.evaluation.paired.PairedOptions` of ``medgen evaluate --paired``."""
+    from medgen.evaluation.paired import PairedOptions
+
+    return PairedOptions(
+        out=args.out, metrics=_names(args.metrics or DEFAULT_PAIRED), data_range=args.data_range, window=args.window,
+        protocol=args.protocol, masks=args.mask, bootstrap=args.bootstrap,
+    )  # fmt: skip
+
+
+def with_flags(error: InputError) -> InputError:
+    """``error`` naming this command's flags where the library named its parameters (``error`` itself if none).
+
+    The subject ``window`` becomes ``--window``, and the library's spellings of options inside the message
+    (``window=(LO, HI)``) become the flags' (``--window LO,HI``).
+    """
+    from medgen.evaluation.paired import WINDOW_HINT
+    from medgen.evaluation.unpaired import PAIRED_HINT
+
+    phrases = {WINDOW_HINT: "--window LO,HI", PAIRED_HINT: "paired ones need --paired",
+               "the units of window ": "the units of --window "}  # fmt: skip
+    subject = FLAGS.get(error.subject, error.subject)
+    problem = error.problem
+    for phrase, flag in phrases.items():
+        problem = problem.replace(phrase, flag)
+    if subject == error.subject and problem == error.problem:
+        return error
+    return InputError(subject, problem)
+
+
+def print_report(json_path: str | Path, html_path: str | Path) -> None:
+    """Print the headline metrics of a written report (stdout) and where it is (stderr)."""
+    for line in headline(json.loads(Path(json_path).read_text())["metrics"]):
         print(line)
     print(f"report: {json_path}\n        {html_path}", file=sys.stderr)
-    return 0
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def headline(metrics: dict[str, Any]) -> list[str]:
@@ -97,40 +163,3 @@ def headline(metrics: dict[str, Any]) -> list[str]:
             notes.append(f"real-vs-real baseline {base:.4g}")
         lines.append(f"{name}: {metric['value']:.4g}" + (f" ({'; '.join(notes)})" if notes else ""))
     return lines
-
-
-def _paired(args: argparse.Namespace, real: list, fake: list) -> tuple[object, object]:
-    from medgen.errors import InputError
-    from medgen.evaluation.paired import evaluate_pairs
-    from medgen.evaluation.report import Report, write_report
-    from medgen.evaluation.sources import list_source, load_stack, pair_items
-
-    pairs = pair_items(real, fake)
-    masks = {m.key: m for m in list_source(args.mask)} if args.mask else None
-    data_range = args.data_range
-    if data_range is None and args.window is not None:
-        data_range = args.window[1] - args.window[0]
-    if data_range is None and args.protocol == "default":
-        raise InputError(
-            "--data-range",
-            "required for paired metrics (the value range of the stored intensities), or give --window LO,HI",
-        )
-    metrics = [m.strip() for m in (args.metrics or DEFAULT_PAIRED).split(",") if m.strip()]
-    result = evaluate_pairs(pairs, masks, metrics, data_range, args.window, args.protocol, args.bootstrap)
-    protocol = {"mode": "paired", "protocol": args.protocol, "data_range": data_range, "window": args.window,
-                "settings": result.settings, "bootstrap": args.bootstrap}  # fmt: skip
-    warnings = (
-        [f"{len(real) - len(pairs)} real and {len(fake) - len(pairs)} generated files have no partner"]
-        if len(pairs) < max(len(real), len(fake))
-        else []
-    )
-    report = Report(result.metrics, len(pairs), len(pairs), protocol, warnings, result.per_image)
-    examples = pairs[:16]
-    shown = None
-    try:
-        shown = (load_stack([r for r, _ in examples], args.window), load_stack([f for _, f in examples], args.window))
-    except InputError:  # differently sized images: no picture
-        pass
-    value_range = args.window or ((float(shown[0].min()), float(shown[0].max())) if shown else (-1.0, 1.0))
-    real_examples, fake_examples = shown if shown else (None, None)
-    return write_report(report, args.out, real_examples, fake_examples, value_range=value_range)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from medgen.errors import InputError
 
@@ -113,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
     return _detect(args)
 
 
+#: The library's parameter names → this command's flags, for error messages.
+FLAGS = {"top_k": "--top-k", "generated": "--generated", "index_dir": "--index"}
+
+
 def _detect(args: argparse.Namespace) -> int:
     from medgen.memorization.detect import detect_memorization
 
@@ -127,16 +132,21 @@ def _detect(args: argparse.Namespace) -> int:
             args.index, args.verify, args.include_qc_failed,
         )  # fmt: skip
     except InputError as error:
-        if error.subject == "top_k":  # the library names its parameter; the user gave the flag
-            raise InputError("--top-k", error.problem) from error
+        if error.subject in FLAGS:  # the library names its parameter; the user gave the flag
+            raise InputError(FLAGS[error.subject], error.problem.replace("verify=False", "--no-verify")) from error
         raise
+    print_summary(report, args.out)
+    return 0
+
+
+def print_summary(report: dict[str, Any], out: str | Path) -> None:
+    """Print a detection report's calibration notes and how many samples it flagged (stderr)."""
     _warn(report["calibration"]["notes"] + ((report.get("verification") or {}).get("notes") or []))
     print(
         f"flagged {report['n_flagged']} of {report['n_generated']} ({_decision(report)}); "
-        f"report: {Path(args.out) / 'report.json'}\n        {Path(args.out) / 'report.html'}",
+        f"report: {Path(out) / 'report.json'}\n        {Path(out) / 'report.html'}",
         file=sys.stderr,
     )
-    return 0
 
 
 def _decision(report: dict) -> str:

@@ -19,13 +19,39 @@ from monai.data import MetaTensor
 
 from medgen.data.io import load_image
 from medgen.errors import InputError
-from medgen.evaluation.report import MetricValue
-from medgen.evaluation.similarity import paired_metrics
-from medgen.evaluation.sources import ImageItem, load_ras, to_ras
+from medgen.evaluation.report import MetricValue, Report, write_report
+from medgen.evaluation.similarity import PAIRED_METRICS, paired_metrics
+from medgen.evaluation.sources import ImageItem, list_source, load_ras, load_stack, pair_items, to_ras
 from medgen.evaluation.synthrad import synthrad2023, synthrad2025
 from medgen.progress import progress
 
 PROTOCOLS = ("default", "synthrad2023", "synthrad2025")
+#: How messages name the window option (``medgen evaluate`` names its flag instead).
+WINDOW_HINT = "window=(LO, HI)"
+
+
+@dataclass(frozen=True)
+class PairedOptions:
+    """One paired evaluation (what ``medgen evaluate --paired`` sets).
+
+    Attributes:
+        out: Report folder (``report.json``, ``report.html``).
+        metrics: Metric names for the default protocol, some of ``ssim``, ``ms_ssim``, ``psnr``, ``mae``.
+        data_range: Value range of the stored intensities; None: ``window``'s width (the default protocol needs
+            one of the two).
+        window: Clip both images to ``(lo, hi)`` first; None: no clipping.
+        protocol: ``default``, ``synthrad2023`` or ``synthrad2025`` (HU volumes with body masks).
+        masks: Source of masks matched to the pairs by file name (folder or ``manifest.jsonl``); None: none.
+        bootstrap: Resamples for the 95 % CIs of the means (0: none).
+    """
+
+    out: str | Path
+    metrics: tuple[str, ...] = PAIRED_METRICS
+    data_range: float | None = None
+    window: tuple[float, float] | None = None
+    protocol: str = "default"
+    masks: str | Path | None = None
+    bootstrap: int = 200
 
 
 @dataclass
@@ -67,9 +93,9 @@ def evaluate_pairs(
         n_boot: Bootstrap resamples for the CIs of the means (0: none).
     """
     if protocol not in PROTOCOLS:
-        raise InputError("--protocol", f"unknown protocol '{protocol}'; expected one of {', '.join(PROTOCOLS)}")
+        raise InputError("protocol", f"unknown protocol '{protocol}'; expected one of {', '.join(PROTOCOLS)}")
     if protocol != "default" and masks is None:
-        raise InputError("--mask", f"the {protocol} protocol needs body masks (--mask SRC)")
+        raise InputError("masks", f"the {protocol} protocol needs body masks (matched to the pairs by file name)")
     rows: list[dict[str, object]] = []
     settings: dict[str, object] = {}
     reoriented: list[str] = []
@@ -96,6 +122,52 @@ def evaluate_pairs(
            if reoriented else "no file needed reorienting")
     )  # fmt: skip
     return PairedEvaluation(_summarise(rows, n_boot), rows, settings)
+
+
+def evaluate_paired(real: list[ImageItem], fake: list[ImageItem], options: PairedOptions) -> tuple[Path, Path]:
+    """Match ``fake`` to ``real`` by file name, compute the paired metrics and write the report into ``options.out``.
+
+    Args:
+        real: The reference images.
+        fake: The generated images (files without a partner are counted in the report's warnings).
+        options: What to compute and where to write it.
+
+    Returns:
+        The paths of ``report.json`` and ``report.html``.
+
+    Raises:
+        InputError: Naming ``data_range`` (neither it nor ``window`` given for the default protocol), ``metrics``,
+            ``window``, ``protocol``, ``masks``, or a file (no partners, a pair on different grids).
+    """
+    pairs = pair_items(real, fake)
+    masks = {m.key: m for m in list_source(options.masks)} if options.masks else None
+    data_range = options.data_range
+    if data_range is None and options.window is not None:
+        data_range = options.window[1] - options.window[0]
+    if data_range is None and options.protocol == "default":
+        raise InputError(
+            "data_range",
+            f"required for paired metrics (the value range of the stored intensities), or give {WINDOW_HINT}",
+        )
+    window = options.window
+    result = evaluate_pairs(pairs, masks, options.metrics, data_range, window, options.protocol, options.bootstrap)
+    protocol = {"mode": "paired", "protocol": options.protocol, "data_range": data_range, "window": window,
+                "settings": result.settings, "bootstrap": options.bootstrap}  # fmt: skip
+    warnings = (
+        [f"{len(real) - len(pairs)} real and {len(fake) - len(pairs)} generated files have no partner"]
+        if len(pairs) < max(len(real), len(fake))
+        else []
+    )
+    report = Report(result.metrics, len(pairs), len(pairs), protocol, warnings, result.per_image)
+    examples = pairs[:16]
+    shown = None
+    try:
+        shown = (load_stack([r for r, _ in examples], window), load_stack([f for _, f in examples], window))
+    except InputError:  # differently sized images: no picture
+        pass
+    value_range = window or ((float(shown[0].min()), float(shown[0].max())) if shown else (-1.0, 1.0))
+    real_examples, fake_examples = shown if shown else (None, None)
+    return write_report(report, options.out, real_examples, fake_examples, value_range=value_range)
 
 
 def orientation(img: MetaTensor) -> str:
@@ -139,7 +211,7 @@ def _mask_for(
     if masks is None:
         return None
     if key not in masks:
-        raise InputError("--mask", f"no mask named like '{key}' (masks are matched by file name)")
+        raise InputError("masks", f"no mask named like '{key}' (masks are matched by file name)")
     mask = load_ras(masks[key].path)
     check_same_grid(mask, reference, masks[key].path, reference_path)
     return mask.as_tensor()[None]

@@ -1,6 +1,6 @@
 """Unpaired (distribution) evaluation of a generated set against a real set, for ``medgen evaluate``.
 
-Intensities are mapped to [-1, 1] identically for both sets: linearly from ``--window LO,HI`` when given,
+Intensities are mapped to [-1, 1] identically for both sets: linearly from ``window=(lo, hi)`` when given,
 else by the real set's modality preset (CT full HU window, MRI/X-ray percentiles) — the mapping is part of
 the metric and is recorded in the protocol. 2D images go through the extractor directly; 3D volumes are
 evaluated 2.5D (every slice along the three axes; FID per plane and their mean, the MAISI protocol).
@@ -8,8 +8,8 @@ evaluated 2.5D (every slice along the three axes; FID per plane and their mean, 
 
 from __future__ import annotations
 
-import argparse
 import warnings as warnings_module
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from medgen.data.presets import ModalityIntensity, check_window_units
 from medgen.errors import InputError
 from medgen.evaluation.distribution import prdc
 from medgen.evaluation.extractors import get_extractor
+from medgen.evaluation.paired import WINDOW_HINT
 from medgen.evaluation.report import MetricValue, Report, write_report
 from medgen.evaluation.similarity import ms_ssim
 from medgen.evaluation.slicing import PLANES, plane_features, slice_counts
@@ -40,6 +41,32 @@ from medgen.evaluation.statistics import (
 from medgen.progress import progress
 
 UNPAIRED = ("fid", "kid", "prdc", "diversity")
+#: How the metrics message names the paired metrics (``medgen evaluate`` names its flag instead).
+PAIRED_HINT = "paired ones: medgen.evaluation.paired.evaluate_paired"
+
+
+@dataclass(frozen=True)
+class UnpairedOptions:
+    """One unpaired evaluation (what ``medgen evaluate`` without ``--paired`` sets).
+
+    Attributes:
+        out: Report folder (``report.json``, ``report.html``).
+        metrics: Metric names, some of :data:`UNPAIRED`.
+        window: ``(lo, hi)`` in the stored values, mapped linearly to [-1, 1] after clipping; None: the real set's
+            modality preset.
+        extractor: Feature extractor name (:func:`~medgen.evaluation.extractors.get_extractor`).
+        weights: The extractor's weights file; None: the installed one (or ``MEDGEN_WEIGHTS_DIR``).
+        bootstrap: Subsamples for the 95 % CIs (0: none; the split-half baseline is still computed).
+        seed: Seed of the baselines, subsamples and diversity pairs.
+    """
+
+    out: str | Path
+    metrics: tuple[str, ...] = UNPAIRED
+    window: tuple[float, float] | None = None
+    extractor: str = "inception"
+    weights: str | Path | None = None
+    bootstrap: int = 200
+    seed: int = 0
 
 
 def normalised(items: list[ImageItem], window: tuple[float, float] | None, modality: str) -> list[torch.Tensor]:
@@ -50,7 +77,7 @@ def normalised(items: list[ImageItem], window: tuple[float, float] | None, modal
         img = load_ras(item.path)  # 3D: slice planes in RAS, as MAISI's protocol
         if window is not None:
             lo, hi = window
-            check_window_units(img, window, "--window")
+            check_window_units(img, window, "window")
             out.append(((img.as_tensor().clamp(lo, hi) - lo) / (hi - lo) * 2 - 1).float())
         else:
             mapped = preset(img)
@@ -85,45 +112,58 @@ def diversity(images: list[torch.Tensor], pairs: int = 200, seed: int = 0) -> fl
     return ms_ssim(x, y, data_range=2.0).mean
 
 
-def evaluate_unpaired(args: argparse.Namespace, real: list[ImageItem], fake: list[ImageItem]) -> tuple[Path, Path]:
-    """Compute the unpaired metrics named in ``args.metrics`` and write the report."""
-    metrics = [m.strip() for m in (args.metrics or ",".join(UNPAIRED)).split(",") if m.strip()]
+def evaluate_unpaired(real: list[ImageItem], fake: list[ImageItem], options: UnpairedOptions) -> tuple[Path, Path]:
+    """Compute the unpaired metrics of ``fake`` against ``real`` and write the report into ``options.out``.
+
+    Args:
+        real: The real images (one modality; 2D images or 3D volumes).
+        fake: The generated images, of the same kind.
+        options: What to compute and where to write it.
+
+    Returns:
+        The paths of ``report.json`` and ``report.html``.
+
+    Raises:
+        InputError: Naming ``metrics`` (an unknown metric), ``window`` (none given for an unknown modality, or one
+            an 8-bit image cannot be in the units of) or a file.
+    """
+    metrics = list(options.metrics)
     unknown = [m for m in metrics if m not in UNPAIRED]
     warnings_module.filterwarnings("ignore", message="FID below")  # reported in the report's warnings instead
     if unknown:
         raise InputError(
-            "--metrics",
-            f"unknown unpaired metric(s) {unknown}; expected some of {', '.join(UNPAIRED)} (paired ones need --paired)",
+            "metrics",
+            f"unknown unpaired metric(s) {unknown}; expected some of {', '.join(UNPAIRED)} ({PAIRED_HINT})",
         )
     first = load_image(real[0].path)
     modality, modality_source = str(first.meta[META_MODALITY]), str(first.meta[META_MODALITY_SOURCE])
-    if args.window is None and modality not in ("ct", "mri", "xray"):
-        raise InputError(real[0].path, "modality unknown: give --window LO,HI in the stored values to map intensities")
-    real_imgs, fake_imgs = normalised(real, args.window, modality), normalised(fake, args.window, modality)
-    extractor, spec = get_extractor(args.extractor, args.weights)
+    if options.window is None and modality not in ("ct", "mri", "xray"):
+        raise InputError(real[0].path, f"modality unknown: give {WINDOW_HINT} in the stored values to map intensities")
+    real_imgs, fake_imgs = normalised(real, options.window, modality), normalised(fake, options.window, modality)
+    extractor, spec = get_extractor(options.extractor, options.weights)
     spatial_dims = real_imgs[0].ndim - 1
     if spatial_dims == 3:
         real_f, fake_f = _features_3d(extractor, real_imgs), _features_3d(extractor, fake_imgs)
     else:
         real_f = per_row_units(features_2d(extractor, real_imgs), "real features")
         fake_f = per_row_units(features_2d(extractor, fake_imgs), "fake features")
-    values, warnings = _metric_values(metrics, real_f, fake_f, args, real_imgs, fake_imgs)
-    if args.window:
-        mapping = f"window [{args.window[0]:g}, {args.window[1]:g}], clipped, linear to [-1, 1]"
+    values, warnings = _metric_values(metrics, real_f, fake_f, options, real_imgs, fake_imgs)
+    if options.window:
+        mapping = f"window [{options.window[0]:g}, {options.window[1]:g}], clipped, linear to [-1, 1]"
     else:
         mapping = ModalityIntensity(modality).describe(modality)
     protocol = {"mode": "unpaired", "extractor": spec.name, "extractor_sha256": spec.sha256, "resize": spec.resize,
-                "extractor_input": spec.input, "window": args.window, "intensity_mapping": mapping,
+                "extractor_input": spec.input, "window": options.window, "intensity_mapping": mapping,
                 "modality": modality, "modality_source": modality_source,
                 "data_range": 2.0,  # the metrics see [-1, 1]: the extractor's input and the diversity MS-SSIM's range
                 "spatial_dims": spatial_dims, "slicing": "2.5D (xy, yz, zx)" if spatial_dims == 3 else None,
-                "bootstrap": args.bootstrap, "seed": args.seed, "sampling_unit": real_f.unit[:-1],
-                "ci95": CI_METHOD.format(fraction=SUBSAMPLE_FRACTION, n_boot=args.bootstrap) if args.bootstrap
+                "bootstrap": options.bootstrap, "seed": options.seed, "sampling_unit": real_f.unit[:-1],
+                "ci95": CI_METHOD.format(fraction=SUBSAMPLE_FRACTION, n_boot=options.bootstrap) if options.bootstrap
                 else None,
                 "headline": _HEADLINE_3D if spatial_dims == 3 else "fid and kid on all images"}  # fmt: skip
     report = Report(values, len(real), len(fake), protocol, warnings)
     shown = _examples(real_imgs), _examples(fake_imgs)
-    return write_report(report, args.out, shown[0], shown[1])
+    return write_report(report, options.out, shown[0], shown[1])
 
 
 _HEADLINE_3D = (
@@ -138,17 +178,17 @@ def _features_3d(extractor: torch.nn.Module, volumes: list[torch.Tensor]) -> Uni
     return volume_units([getattr(feats, p) for p in PLANES], [slice_counts(volumes, p) for p in PLANES])
 
 
-def _metric_values(metrics, real_f, fake_f, args, real_imgs, fake_imgs):  # type: ignore[no-untyped-def]
+def _metric_values(metrics, real_f, fake_f, options, real_imgs, fake_imgs):  # type: ignore[no-untyped-def]
     values: dict[str, MetricValue] = {}
     warnings: list[str] = []
     for name, fn in (("fid", fid_value), ("kid", kid_value)):
         if name not in metrics:
             continue
-        if args.bootstrap:
-            est = estimate(real_f, fake_f, fn, n_boot=args.bootstrap, seed=args.seed)
+        if options.bootstrap:
+            est = estimate(real_f, fake_f, fn, n_boot=options.bootstrap, seed=options.seed)
             values[name], warning = MetricValue(est.value, list(est.ci95), est.baseline), est.warning
         else:
-            baseline = split_half_baseline(real_f, fake_f.n_units, fn, args.seed).value
+            baseline = split_half_baseline(real_f, fake_f.n_units, fn, options.seed).value
             values[name] = MetricValue(set_statistic(fn, real_f, fake_f), None, baseline)
             warning = small_n_warning(min(real_f.n_units, fake_f.n_units), unit=real_f.unit)
         if warning and warning not in warnings:
@@ -162,7 +202,7 @@ def _metric_values(metrics, real_f, fake_f, args, real_imgs, fake_imgs):  # type
             values[key] = MetricValue(float(getattr(res, key)), higher_is_better=True)
     if "diversity" in metrics and real_imgs[0].ndim == 3:
         values["diversity_ms_ssim"] = MetricValue(
-            diversity(fake_imgs, seed=args.seed), baseline=diversity(real_imgs, seed=args.seed)
+            diversity(fake_imgs, seed=options.seed), baseline=diversity(real_imgs, seed=options.seed)
         )
     return values, warnings
 

@@ -64,20 +64,25 @@ def detect_memorization(
 
     Returns:
         The ``report.json`` object (also written, with ``report.html``, into ``out_dir``).
+
+    Raises:
+        InputError: Naming ``generated``, ``top_k`` or ``index_dir`` (an index built without verification while
+            ``verify`` is on); errors about the training set, hold-out set and embedder come from
+            :func:`~medgen.memorization.index.build_index`.
     """
     if index_dir is not None:
         index = MemorizationIndex.load(index_dir)
         if verify and index.verification is None:
-            raise InputError("--index", f"{index_dir} was built with --no-verify: rebuild it, or pass --no-verify")
+            raise InputError("index_dir", f"{index_dir} was built with verify=False: rebuild it, or pass verify=False")
     else:
         assert train is not None
         index = build_index(train, None, embedder, holdout, quantile, verify=verify)
     if not verify:
         index.verification = None
     top_k = top_k or (DEFAULT_TOP_K if verify else 5)
-    items = list_items(generated, "--generated", include_qc_failed)
-    second = embed_items(index.second_embedder, items, "--generated", query=True) if index.second else None
-    result = index.search_embedded(embed_items(index.embedder, items, "--generated", query=True), second, top_k)
+    items = list_items(generated, "generated", include_qc_failed)
+    second = embed_items(index.second_embedder, items, "generated", query=True) if index.second else None
+    result = index.search_embedded(embed_items(index.embedder, items, "generated", query=True), second, top_k)
     verified = verify_search(LazyImages(items), result, index.images, "verify candidates") if verify else None
     matches = index.matches(result, verified)
     confirmations: dict[int, dict[str, Any]] = {}

@@ -92,3 +92,22 @@ def test_bad_input_is_one_line_and_exit_2(planted_2d, tmp_path, capsys, extra, n
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_library_names_its_parameters_and_the_command_the_flags(planted_2d, tmp_path, capsys):
+    from medgen.errors import InputError
+    from medgen.memorization.detect import detect_memorization
+
+    folders = write_planted(planted_2d, tmp_path / "data", n_train=4)
+    index_dir = tmp_path / "index"
+    assert main(["memorization", "index", "--train", str(folders["train"]), "--out", str(index_dir),
+                 "--no-verify"]) == 0  # fmt: skip
+    with pytest.raises(InputError) as info:
+        detect_memorization(None, folders["generated"], tmp_path / "o", index_dir=index_dir)
+    assert info.value.subject == "index_dir" and "verify=False" in info.value.problem
+    capsys.readouterr()
+    argv = ["memorization", "--index", str(index_dir), "--generated", str(folders["generated"]), "--out"]
+    assert main([*argv, str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith("was built with --no-verify: rebuild it, or pass --no-verify")
+    assert "--index: " in err
