@@ -26,9 +26,7 @@ def _smoke_model() -> DiffusionModel:
 
 
 @pytest.mark.slow
-def test_readme_recipe_leaves_last_ckpt_with_ema_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
-) -> None:
+def test_readme_recipe_leaves_last_ckpt_with_ema_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``medgen fit --config EXPORT/config.yaml --config configs/finetune/default.yaml --pretrained.init_from EXPORT``
     (the README's recipe)."""
     model = _smoke_model()
@@ -39,10 +37,7 @@ def test_readme_recipe_leaves_last_ckpt_with_ema_weights(
     argv = ["fit", f"--config={export / 'config.yaml'}", f"--config={ROOT / 'configs/finetune/default.yaml'}",
             f"--pretrained.init_from={export}", "--trainer.max_steps=3", "--trainer.accelerator=cpu",
             "--trainer.enable_progress_bar=false", "--model.optimization.warmup_steps=1", *SMOKE_DATA]  # fmt: skip
-    capfd.readouterr()
     assert main(argv) == 0
-    log = "".join(capfd.readouterr())
-    assert f"init_from {export}: loaded {len(model.state_dict())} tensors, 0 new" in log  # the export's weights
     assert not (tmp_path / "lightning_logs").exists()
     (last,) = (tmp_path / "runs" / "finetune").rglob("last.ckpt")
     saved = torch.load(last, weights_only=True)
@@ -51,11 +46,14 @@ def test_readme_recipe_leaves_last_ckpt_with_ema_weights(
     assert int(saved["averaging_state"]["n_averaged"]) == 3
     ema, trained = saved["state_dict"], saved["current_model_state"]  # both kept, so a resume is exact
     assert ema.keys() == trained.keys() and any(not torch.equal(ema[k], trained[k]) for k in ema)
-    # The model fine-tuned is the export's: same class config, its weights moved by training from the export's.
+    # The model fine-tuned is the export's: same class config; its weights start from the export's (3 AdamW steps
+    # at lr 1e-5 move each by about 3e-5; a fresh initialisation differs by ~0.1) and training moved them.
     exported = yaml.safe_load((export / "config.yaml").read_text())["model"]["init_args"]["model"]
     assert saved["medgen"]["model"] == exported
     start = model.state_dict()
     assert {f"model.{k}" for k in start} == trained.keys()
+    for key, value in start.items():
+        torch.testing.assert_close(trained[f"model.{key}"], value, rtol=0, atol=2e-4, msg=key)
     assert any(not torch.equal(trained[f"model.{k}"], v) for k, v in start.items())
     config = (last.parent.parent / "config.yaml").read_text()  # the resolved config beside the checkpoints
     assert "seed_everything: 0" in config and "medgen.lit.ema.EMA" in config
