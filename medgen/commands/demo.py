@@ -154,7 +154,7 @@ def generate_stage(ckpt: Path, out: Path, num_samples: int) -> list[Path]:
     from medgen.data.io import load_image
     from medgen.generation.conditions import make_plan
     from medgen.generation.job import default_device, default_format, load_generator, summary_line
-    from medgen.generation.run import GenerationOptions, generate
+    from medgen.generation.run import GenerationJob, GenerationOptions, generate
     from medgen.store.export import export_checkpoint
     from medgen.visualize import save_grid
 
@@ -169,7 +169,7 @@ def generate_stage(ckpt: Path, out: Path, num_samples: int) -> list[Path]:
         checkpoint=loaded.checkpoint, checkpoint_sha256=loaded.sha256, weights="ema", command=["medgen", *sys.argv[1:]],
     )  # fmt: skip
     plan = make_plan(loaded.model.net, loaded.card.vocab, [], loaded.card.raw)
-    summary = generate(loaded.model, opts, plan, loaded.card, default_device())
+    summary = generate(GenerationJob(loaded.model, loaded.card, opts, plan), default_device())
     print(summary_line(summary, generated, "complete" if summary.merged else "shard 0/1 done"), file=sys.stderr)
     files = sorted(generated.glob("sample_*.png"))[:16]
     stack = torch.stack([torch.as_tensor(load_image(f)) / 127.5 - 1.0 for f in files])

@@ -6,6 +6,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from medgen.generation.conditions import ConditionPlan
+    from medgen.generation.job import LoadedGenerator
 
 FORMATS = ("nifti", "mha", "nrrd", "npy", "png")
 
@@ -113,60 +118,58 @@ def _shard() -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and generate the missing samples."""
-    import torch
-
     from medgen.errors import InputError
-    from medgen.generation.conditions import make_plan, parse_pairs, read_sweep
-    from medgen.generation.run import GenerationOptions, generate
+    from medgen.generation.job import default_device, default_format, load_generator, summary_line
+    from medgen.generation.run import GenerationJob, GenerationOptions, generate
     from medgen.generation.writers import OutputFormat
-    from medgen.models.base import GenerativeModel
-    from medgen.store.load import load_model
 
-    model, source, card, digest = load_model(args.checkpoint, use_ema=not args.raw_weights)
-    if not isinstance(model, GenerativeModel):
-        raise InputError(
-            args.checkpoint,
-            f"is a {card.family} model: it encodes and decodes but does not generate; train a latent model on "
-            "it (configs/ldm_2d.yaml or ldm_3d.yaml with --pretrained.autoencoder_from CHECKPOINT)",
-        )
-    rows = read_sweep(args.conditions_csv) if args.conditions_csv else []
-    given = parse_pairs(args.condition)
-    rows = [{**r, **given} for r in rows] if rows else ([given] if given else [])
-    if args.conditions_csv and args.num_samples > len(rows):
-        raise InputError(args.conditions_csv, f"has {len(rows)} rows but --num-samples is {args.num_samples}")
-    plan = make_plan(model.net, card.vocab, rows, card.raw)
-    fmt: OutputFormat = args.format or ("nifti" if model.spatial_dims == 3 else "png")
+    loaded = load_generator(args.checkpoint, use_ema=not args.raw_weights)
+    model = loaded.model
+    try:
+        plan = _plan(args, loaded)
+    except InputError as error:  # the library names the parameter ("condition T"); the flag is --condition
+        subject = error.subject
+        if subject.startswith("condition"):
+            subject = "--conditions-csv" if args.conditions_csv and subject == "conditions" else "--condition"
+            raise InputError(subject, f"{error.subject}: {error.problem}") from None
+        raise
+    fmt: OutputFormat = args.format or default_format(model.spatial_dims)
     if fmt == "png" and model.spatial_dims == 3:
         raise InputError("--format", "png is for 2D samples; use nifti, mha, nrrd or npy for volumes")
     rank, world = _shard()
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(args.device or (f"cuda:{local}" if torch.cuda.is_available() else "cpu"))
     opts = GenerationOptions(
         num_samples=args.num_samples, out_dir=Path(args.out), seed=args.seed, batch_size=args.batch_size,
         sampler=args.sampler, steps=args.steps, guidance=args.guidance, fmt=fmt, reference=args.reference,
-        max_retries=max(0, args.max_retries), rank=rank, world_size=world, checkpoint=str(source.path.resolve()),
-        checkpoint_sha256=digest, weights="raw" if args.raw_weights else "ema", command=["medgen", *sys.argv[1:]],
+        max_retries=max(0, args.max_retries), rank=rank, world_size=world, checkpoint=loaded.checkpoint,
+        checkpoint_sha256=loaded.sha256, weights="raw" if args.raw_weights else "ema",
+        command=["medgen", *sys.argv[1:]],
     )  # fmt: skip
     gate = None
     if args.memorization_index:
         from medgen.generation.gate import MemorizationGate
 
         gate = MemorizationGate.load(args.memorization_index)
+    job = GenerationJob(model, loaded.card, opts, plan, gate)
     if args.devices * args.num_nodes > 1:
         from medgen.generation.predict import generate_with_trainer
 
-        summary, rank = generate_with_trainer(
-            model, opts, plan, card, args.accelerator, args.devices, args.num_nodes, gate=gate
-        )
+        summary, rank = generate_with_trainer(job, args.accelerator, args.devices, args.num_nodes)
         world = args.devices * args.num_nodes
     else:
-        summary = generate(model, opts, plan, card, device, gate=gate)
+        summary = generate(job, default_device(args.device))
     state = "complete" if summary.merged else f"shard {rank}/{world} done"
-    print(
-        f"generated {summary.written} samples ({summary.skipped} already there, {summary.flagged} failed quality "
-        f"control: kept, marked in the manifest, skipped by evaluate/memorization unless --include-qc-failed; "
-        f"{summary.dropped} dropped as copies of training images) -> "
-        f"{Path(args.out) / 'manifest.jsonl'} [{state}]",
-        file=sys.stderr,
-    )
+    print(summary_line(summary, args.out, state), file=sys.stderr)
     return 0
+
+
+def _plan(args: argparse.Namespace, loaded: LoadedGenerator) -> ConditionPlan:
+    """The conditions of every sample index, from ``--conditions-csv`` rows and ``--condition`` pairs."""
+    from medgen.errors import InputError
+    from medgen.generation.conditions import make_plan, parse_pairs, read_sweep
+
+    rows = read_sweep(args.conditions_csv) if args.conditions_csv else []
+    given = parse_pairs(args.condition)
+    rows = [{**r, **given} for r in rows] if rows else ([given] if given else [])
+    if args.conditions_csv and args.num_samples > len(rows):
+        raise InputError(args.conditions_csv, f"has {len(rows)} rows but --num-samples is {args.num_samples}")
+    return make_plan(loaded.model.net, loaded.card.vocab, rows, loaded.card.raw)

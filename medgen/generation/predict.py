@@ -10,7 +10,6 @@ every process is done, merges the shard manifests on rank 0.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,49 +17,35 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
-from medgen.generation.conditions import ConditionPlan
-from medgen.generation.gate import MemorizationGate
 from medgen.generation.run import (
     Drawn,
-    GenerationOptions,
+    GenerationJob,
     GenerationSummary,
     ShardRun,
     batch_invariant_on_cpu,
     draw,
 )
 from medgen.lit.quiet import quiet_lightning
-from medgen.models.base import GenerativeModel
-from medgen.store.card import ModelCard
 
 
 class GenerationTask(pl.LightningModule):
-    """A trained module wrapped for ``Trainer.predict``: batches of sample indices in, drawn samples out.
+    """A generation job wrapped for ``Trainer.predict``: batches of sample indices in, drawn samples out.
 
     Args:
-        model: The trained generative module.
-        opts: The run (``rank``/``world_size`` are taken from the trainer).
-        plan: Conditions per sample index.
-        card: Model card.
-        gate: Optional memorization gate.
+        job: The model, its card, the run's options (rank and world size are taken from the trainer), conditions
+            and memorization gate.
     """
 
-    def __init__(
-        self,
-        model: GenerativeModel,
-        opts: GenerationOptions,
-        plan: ConditionPlan,
-        card: ModelCard,
-        gate: MemorizationGate | None = None,
-    ) -> None:
+    def __init__(self, job: GenerationJob) -> None:
         super().__init__()
-        self.model = model
-        self.opts, self.plan, self.card, self.gate = opts, plan, card, gate
+        self.model = job.model
+        self.job = job
         self.shard: ShardRun | None = None
 
     def setup(self, stage: str) -> None:
         """Open this process's shard (after Lightning launched the processes, so the rank is known)."""
-        opts = dataclasses.replace(self.opts, rank=self.trainer.global_rank, world_size=self.trainer.world_size)
-        self.shard = ShardRun(self.model, opts, self.plan, self.card, self.trainer.strategy.root_device, self.gate)
+        self.job = self.job.on_shard(self.trainer.global_rank, self.trainer.world_size)
+        self.shard = ShardRun(self.job, self.trainer.strategy.root_device)
 
     def predict_dataloader(self) -> DataLoader[list[int]]:
         """This shard's batches of indices left to draw (sharded here, not by a distributed sampler)."""
@@ -73,7 +58,7 @@ class GenerationTask(pl.LightningModule):
 
     def predict_step(self, batch: list[int], batch_idx: int) -> list[Drawn]:
         """Draw the samples of ``batch`` (indices), with quality-control and memorization redraws."""
-        return draw(self.model, self.opts, self.plan, [int(i) for i in batch], self.device, self.gate)
+        return draw(self.job, [int(i) for i in batch], self.device)
 
 
 class ManifestPredictionWriter(BasePredictionWriter):
@@ -114,26 +99,16 @@ def _task(module: pl.LightningModule) -> GenerationTask:
 
 
 def generate_with_trainer(
-    model: GenerativeModel,
-    opts: GenerationOptions,
-    plan: ConditionPlan,
-    card: ModelCard,
-    accelerator: str = "auto",
-    devices: int = 1,
-    num_nodes: int = 1,
-    gate: MemorizationGate | None = None,
+    job: GenerationJob, accelerator: str = "auto", devices: int = 1, num_nodes: int = 1
 ) -> tuple[GenerationSummary, int]:
     """Generate with ``Trainer.predict`` on ``devices`` × ``num_nodes`` processes (DDP when more than one).
 
     Args:
-        model: The trained module.
-        opts: The run (its rank and world size come from Lightning).
-        plan: Conditions per sample index.
-        card: Model card.
+        job: The model, its card, the run's options (rank and world size come from Lightning), conditions and
+            memorization gate.
         accelerator: Lightning accelerator (``"auto"``, ``"cpu"``, ``"gpu"``).
         devices: Devices (processes) per node.
         num_nodes: Nodes.
-        gate: Optional memorization gate.
 
     Returns:
         (this process's summary, its global rank).
@@ -154,5 +129,5 @@ def generate_with_trainer(
             callbacks=[writer],
             inference_mode=True,
         )
-        trainer.predict(GenerationTask(model, opts, plan, card, gate), return_predictions=False)
+        trainer.predict(GenerationTask(job), return_predictions=False)
     return writer.summary, trainer.global_rank

@@ -12,7 +12,7 @@ import json
 import logging
 import platform
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -135,6 +135,29 @@ class GenerationSummary:
     merged: bool = False
 
 
+@dataclass(frozen=True)
+class GenerationJob:
+    """What a generation run draws from and records, passed as one record through the loop and its Lightning twin.
+
+    Attributes:
+        model: The trained generative model (its image size and sampling defaults are read).
+        card: Its model card (``intensity`` and ``spacing`` of the training data are used).
+        opts: The run; ``opts.rank``/``opts.world_size`` choose the shard.
+        plan: Conditions per sample index.
+        gate: Memorization gate: samples copying training images are redrawn, and dropped if they still copy.
+    """
+
+    model: GenerativeModel
+    card: ModelCard
+    opts: GenerationOptions
+    plan: ConditionPlan
+    gate: MemorizationGate | None = None
+
+    def on_shard(self, rank: int, world_size: int) -> GenerationJob:
+        """The same job for shard ``rank`` of ``world_size``."""
+        return replace(self, opts=replace(self.opts, rank=rank, world_size=world_size))
+
+
 def resolved_sampling(model: GenerativeModel, opts: GenerationOptions) -> tuple[str, int, float]:
     """(sampler, steps, guidance) actually used: the options, else the model's defaults."""
     used = model.resolved(opts.sampler, opts.steps, opts.guidance)
@@ -218,18 +241,12 @@ class ShardRun:
     (:func:`generate`) and Lightning's ``Trainer.predict`` (:mod:`medgen.generation.predict`) both drive it.
 
     Args:
-        model: The trained model (its image size and sampling defaults are read).
-        opts: The run; ``opts.rank``/``opts.world_size`` choose the shard.
-        plan: Conditions per sample index.
-        card: Model card (``intensity`` and ``spacing`` of the training data are used).
+        job: The model, its card, the run's options, conditions and memorization gate.
         device: Where samples are drawn (recorded).
-        gate: The memorization gate whose index is named in the rows of dropped or checked samples.
     """
 
-    def __init__(
-        self, model: GenerativeModel, opts: GenerationOptions, plan: ConditionPlan, card: ModelCard,
-        device: torch.device, gate: MemorizationGate | None = None,
-    ) -> None:  # fmt: skip
+    def __init__(self, job: GenerationJob, device: torch.device) -> None:
+        opts, plan, card, gate, model = job.opts, job.plan, job.card, job.gate, job.model
         self.opts, self.plan, self.card, self.device, self.gate = opts, plan, card, device, gate
         self.out = Path(opts.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -301,33 +318,22 @@ class ShardRun:
         return self.summary
 
 
-def generate(
-    model: GenerativeModel,
-    opts: GenerationOptions,
-    plan: ConditionPlan,
-    card: ModelCard,
-    device: torch.device,
-    gate: MemorizationGate | None = None,
-) -> GenerationSummary:
-    """Generate this shard's missing samples into ``opts.out_dir`` and record them, in this process.
+def generate(job: GenerationJob, device: torch.device) -> GenerationSummary:
+    """Generate this shard's missing samples into ``job.opts.out_dir`` and record them, in this process.
 
     Args:
-        model: A trained generative model.
-        opts: The run.
-        plan: Conditions per sample index.
-        card: Model card (``intensity`` and ``spacing`` of the training data are used).
+        job: The model, its card, the run's options, conditions and memorization gate.
         device: Where to sample.
-        gate: Memorization gate: samples copying training images are redrawn, and dropped if they still copy.
 
     Returns:
         The run's :class:`GenerationSummary`.
     """
-    shard = ShardRun(model, opts, plan, card, device, gate)
-    model = model.to(device)
+    shard = ShardRun(job, device)
+    model = job.model.to(device)
     batch_invariant_on_cpu(model, device)
     try:
         for batch in shard.batches():
-            shard.record(draw(model, opts, plan, batch, device, gate))
+            shard.record(draw(job, batch, device))
     finally:
         shard.close()
     return shard.finish()
@@ -373,15 +379,9 @@ def batch_invariant_on_cpu(model: GenerativeModel, device: torch.device) -> None
         make_batch_invariant(model)
 
 
-def draw(
-    model: GenerativeModel,
-    opts: GenerationOptions,
-    plan: ConditionPlan,
-    indices: list[int],
-    device: torch.device,
-    gate: MemorizationGate | None,
-) -> list[Drawn]:
+def draw(job: GenerationJob, indices: list[int], device: torch.device) -> list[Drawn]:
     """Samples of ``indices``, redrawing failed ones (QC or copies) with the next attempt's seed; in index order."""
+    model, opts, plan, gate = job.model, job.opts, job.plan, job.gate
     size = tuple(model.image_size or ())
     results: dict[int, Drawn] = {}
     pending = list(indices)

@@ -10,7 +10,7 @@ import pytest
 
 from medgen.generation.conditions import make_plan
 from medgen.generation.predict import generate_with_trainer
-from medgen.generation.run import GenerationOptions
+from medgen.generation.run import GenerationJob, GenerationOptions
 from medgen.store.load import load_model
 from tests.generation.conftest import CheckpointFactory
 
@@ -27,9 +27,8 @@ def test_generate_with_trainer_leaves_lightning_logging_as_it_was(
     loaded = load_model(make_checkpoint(2))
     before = _logging_state()
     opts = GenerationOptions(num_samples=1, out_dir=tmp_path / "out", batch_size=1, fmt="npy")
-    summary, rank = generate_with_trainer(
-        loaded.model, opts, make_plan(loaded.model.net, {}, []), loaded.card, accelerator="cpu"
-    )
+    job = GenerationJob(loaded.model, loaded.card, opts, make_plan(loaded.model.net, {}, []))
+    summary, rank = generate_with_trainer(job, accelerator="cpu")
     assert summary.written == 1 and rank == 0
     assert _logging_state() == before
     out = capfd.readouterr()

@@ -14,7 +14,7 @@ from medgen.cli import main
 from medgen.errors import InputError
 from medgen.generation.conditions import make_plan
 from medgen.generation.qc import QualityControl
-from medgen.generation.run import GenerationOptions, generate
+from medgen.generation.run import GenerationJob, GenerationOptions, generate
 from medgen.store.load import load_model
 from tests.generation.conftest import CheckpointFactory
 
@@ -104,11 +104,11 @@ def test_changed_qc_thresholds_are_refused(tmp_path: Path, make_checkpoint: Chec
     model, _, card, digest = load_model(make_checkpoint(2))
     plan = make_plan(model.net, {}, [])
     opts = GenerationOptions(num_samples=1, out_dir=tmp_path / "gen", steps=1, checkpoint_sha256=digest)
-    generate(model, opts, plan, card, torch.device("cpu"))
+    generate(GenerationJob(model, card, opts, plan), torch.device("cpu"))
     stricter = dataclasses.replace(opts, qc=QualityControl(min_std=0.5))
     with pytest.raises(InputError, match="quality-control thresholds"):
-        generate(model, stricter, plan, card, torch.device("cpu"))
-    generate(model, opts, plan, card, torch.device("cpu"))  # the same thresholds resume
+        generate(GenerationJob(model, card, stricter, plan), torch.device("cpu"))
+    generate(GenerationJob(model, card, opts, plan), torch.device("cpu"))  # the same thresholds resume
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"options": 3}'])
