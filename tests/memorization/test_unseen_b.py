@@ -1,0 +1,105 @@
+"""Set B (:mod:`medgen.memorization.unseen_b`): a second unseen evaluation, built before it was scored.
+
+These tests check its construction only: roles disjoint by subject, sources disjoint from the shipped embedder's
+training data and from set A, seeds never used elsewhere.
+"""
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medgen.memorization import unseen
+from medgen.memorization.unseen_b import (
+    BASE_SEED,
+    PHANTOM_ROLES,
+    REAL_SOURCES,
+    UNRELATED_SOURCES,
+    phantom_subjects,
+    subject_of,
+    unseen_b,
+)
+
+needs_data = pytest.mark.skipif(
+    any(importlib.util.find_spec(p) is None for p in ("dipy", "nilearn", "matplotlib", "skimage")),
+    reason="needs the test extra's data packages",
+)
+
+
+def _family_seeds(seed: int, n: int) -> set[int]:
+    """Subject seeds of ``medgen.data.phantoms.phantom_family(..., n, seed=seed)``."""
+    return {int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n)}
+
+
+def test_phantom_roles_are_disjoint_and_seeds_unused_elsewhere():
+    subjects = phantom_subjects()
+    assert len(subjects) == sum(sum(c) for c in PHANTOM_ROLES.values())
+    assert len({s.name for s in subjects}) == len(subjects)
+    seeds = [s.seed for s in subjects]
+    assert len(set(seeds)) == len(seeds)  # one seed, one subject, one role
+    for family, (n_train, n_null, n_heldout) in PHANTOM_ROLES.items():
+        roles = [s.role for s in subjects if s.family == family]
+        assert roles.count("train") == n_train and roles.count("null") == n_null and roles.count("heldout") == n_heldout
+    # the shipped embedder's phantoms (planted_phantoms_3d: 16 MR, seed 0; demo: CT and X-ray, seed 0) and set A's
+    # (seed 12345 and 12345 + i) use none of these seeds
+    used = _family_seeds(0, 64) | {12345 + i for i in range(8)} | {0, BASE_SEED}
+    assert not used & set(seeds)
+
+
+def test_real_sources_are_disjoint_from_set_a_and_the_embedder():
+    from medgen.demo_data import _package_file, real_mri_volumes
+
+    def path(package: str, parts: tuple[str, ...]) -> Path | None:
+        return _package_file(package, *parts)
+
+    b_paths = {path(p, parts) for p, parts, _, _ in REAL_SOURCES.values()} | {
+        path(p, parts) for p, parts in UNRELATED_SOURCES.values()
+    }
+    b_paths.discard(None)
+    a_paths = set(unseen._role_volumes().values()) | set(real_mri_volumes())
+    a_paths |= {path("dipy", ("data", "files", "t1_coronal_slice.npy")), path("skimage", ("data", "phantom.png"))}
+    a_names = set(unseen.HELDOUT_DICOM) | {"CT_small.dcm", "MR_small.dcm", "examples_overlay.dcm"}
+    assert not b_paths & a_paths
+    assert not {p.name for p in b_paths if p is not None} & a_names
+    # pydicom's examples_jpeg2k.dcm is the same picture as examples_rgb_color.dcm (held-out): never in another role
+    assert "examples_jpeg2k.dcm" not in {p.name for p in b_paths if p is not None}
+    roles = {role for _, _, role, _ in REAL_SOURCES.values()}
+    assert roles == {"train", "null", "heldout"}
+
+
+@pytest.fixture(scope="module")
+def set_b():
+    return unseen_b()
+
+
+@pytest.mark.slow
+@needs_data
+def test_set_b_builds_with_roles_disjoint_by_subject(set_b):
+    planted = set_b.planted
+    roles = set_b.subjects_by_role
+    train, null, heldout = set(roles["train"]), set(roles["null"]), set(roles["heldout"])
+    assert not train & null and not train & heldout and not null & heldout
+    assert {subject_of(s) for s in planted.subjects} == train
+    assert {subject_of(n) for n in set_b.real_names} == heldout
+    assert len(null) >= 8 and set_b.null_subjects == len(null)
+    assert len(heldout) >= 6
+    assert len(set_b.real_names) == len(set_b.heldout_kind) and len(planted.holdout) == len(set_b.null_kind)
+    # copies: every disguise of set A, 10 each, sources in training; the real training images are copied too
+    copies = planted.copy_of[planted.is_copy]
+    assert (copies >= 0).all() and (copies < len(planted.train)).all()
+    kinds = [k for k in set_b.disguise if k != "real"]
+    assert {k: kinds.count(k) for k in unseen.DISGUISES} == {k: 10 for k in unseen.DISGUISES}
+    assert {subject_of(n) for n in set_b.copy_sources} >= {"s1045", "JPEG2000.dcm", "examples_ybr_color.dcm"}
+    assert len(set_b.unrelated) == len(set_b.unrelated_names) >= 6
+
+    # no picture (decoded pixels) appears in two roles
+    def digest(images):
+        return {hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in images}
+
+    n_real = len(set_b.real_names)
+    parts = [digest(planted.train), digest(planted.holdout), digest(planted.generated[:n_real])]
+    parts.append(digest(set_b.unrelated))
+    assert sum(len(p) for p in parts) == len(set().union(*parts))
+    assert all(min(x.shape[-2:]) >= 24 and max(x.shape[-2:]) <= 160 for x in planted.train + planted.holdout)
