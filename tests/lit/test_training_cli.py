@@ -9,8 +9,9 @@ import pytest
 import torch
 import yaml
 
-from medgen.checkpoints import load_module
 from medgen.cli import main
+from medgen.models import DiffusionModel, FlowModel
+from medgen.store.load import load_model
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "smoke"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -45,7 +46,8 @@ def test_smoke_config_fit_resume_sample(config: str, data: str, tmp_path: Path) 
     )
     assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 7
 
-    module = load_module(resumed / "checkpoints" / "last.ckpt")
+    module = load_model(resumed / "checkpoints" / "last.ckpt").model
+    assert isinstance(module, FlowModel if config.startswith("flow") else DiffusionModel)
     spatial_dims = 3 if "3d" in config else 2
     g = torch.Generator().manual_seed(0)
     samples = module.sample(2, generator=g)
@@ -106,10 +108,16 @@ def test_predict_bf16_and_model_help(tmp_path: Path, capsys: pytest.CaptureFixtu
         == 0
     )
     capsys.readouterr()
-    assert main(["fit", "--model.help", "medgen.lit.DiffusionModule"]) == 0
+    assert main(["fit", "--model.help", "medgen.lit.GenerativeTask"]) == 0
     out = capsys.readouterr().out
-    for option in ("--model.sampler", "--model.cond_drop_prob", "--model.net", "--model.num_inference_steps"):
+    task_options = ("--model.model", "--model.optimization.lr", "--model.optimization.schedule",
+                    "--model.conditioning.drop_prob", "--model.pictures.num_samples")  # fmt: skip
+    for option in task_options:
         assert option in out
+    assert main(["fit", "--model.model.help", "medgen.models.DiffusionModel"]) == 0
+    out = capsys.readouterr().out
+    for option in (".net", ".objective", ".sampling", ".sample_size"):
+        assert f"--model{option} " in out  # jsonargparse names a nested class's options from its own help flag
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.parent.glob("*.yaml")))
@@ -117,5 +125,6 @@ def test_full_size_config_parses(config: str, capsys: pytest.CaptureFixture[str]
     """Every full-size config is valid for LightningCLI (types, class paths, option names)."""
     assert main(["fit", f"--config={CONFIGS.parent / config}", "--print_config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["class_path"].startswith("medgen.lit.")
+    assert printed["model"]["class_path"] == "medgen.lit.GenerativeTask"
+    assert printed["model"]["init_args"]["model"]["class_path"].startswith("medgen.models.")
     assert printed["trainer"]["accelerator"] == "gpu"

@@ -1,0 +1,75 @@
+"""The latent flow family: flow matching on a frozen, trained autoencoder, from the CLI to samples."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from medgen.cli import main
+from medgen.models import Autoencoder, LatentFlowModel, SamplingDefaults
+from medgen.objectives import FlowObjective
+from medgen.store.ckpt import read_checkpoint
+from medgen.store.load import load_model
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "smoke"
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def _fit(config: str, root: Path, *extra: str) -> Path:
+    assert main(["fit", f"--config={CONFIGS / config}", f"--trainer.default_root_dir={root}", *QUIET, *extra]) == 0
+    return sorted((root / "lightning_logs").iterdir(), key=lambda p: int(p.name.split("_")[1]))[-1]
+
+
+@pytest.mark.parametrize("spatial_dims", [2, pytest.param(3, marks=pytest.mark.slow)])  # 3D: over 20 s on 2 cores
+def test_latent_flow_on_a_trained_autoencoder_from_the_cli(
+    spatial_dims: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Autoencoder (2 steps) → latent flow on its weights (the config's 5 steps) → load the last.ckpt → sample.
+
+    5 steps is the config's checkpoint step, so ``last.ckpt`` holds the trained weights beside the EMA ones (a run
+    ending between checkpoint steps writes it after Lightning's EMA copied the average into the model).
+    """
+    ae_ckpt = _fit(f"ae_{spatial_dims}d.yaml", tmp_path / "ae", "--trainer.max_steps=2") / "checkpoints" / "last.ckpt"
+    autoencoder = load_model(ae_ckpt).model  # EMA weights: what --pretrained.autoencoder_from reads too
+    assert isinstance(autoencoder, Autoencoder)
+
+    with caplog.at_level(logging.INFO):
+        run = _fit(f"lflow_{spatial_dims}d.yaml", tmp_path / "lflow", f"--pretrained.autoencoder_from={ae_ckpt}")
+    assert (run / "samples" / "step_0000005.png").is_file()  # the validation picture: decoded latent samples
+    ckpt_path = run / "checkpoints" / "last.ckpt"
+    loaded = load_model(ckpt_path)
+    model = loaded.model
+    assert isinstance(model, LatentFlowModel) and isinstance(model.objective, FlowObjective)
+    assert loaded.card.family == "latent-flow" and read_checkpoint(ckpt_path)["medgen"]["family"] == "latent-flow"
+    assert model.sampling == SamplingDefaults("euler", 5, 1.0)
+    assert model.image_size == (16,) * spatial_dims and model.spatial_dims == spatial_dims
+
+    # The frozen autoencoder is the trained one: exactly in the trained weights, within float rounding in the EMA.
+    trained = autoencoder.net.state_dict()
+    raw = load_model(ckpt_path, use_ema=False).model
+    assert isinstance(raw, LatentFlowModel)
+    assert raw.autoencoder.state_dict().keys() == trained.keys() == model.autoencoder.state_dict().keys()
+    for key, value in trained.items():
+        assert torch.equal(raw.autoencoder.state_dict()[key], value), key
+        torch.testing.assert_close(model.autoencoder.state_dict()[key], value, rtol=0, atol=1e-6)
+    assert not any(p.requires_grad for p in model.autoencoder.parameters())
+
+    # latent_scale: 1 / std of the first training batch's latents, kept in the weights and in the model's config.
+    scale = float(raw.latent_scale)
+    assert math.isfinite(scale) and scale > 0 and scale != 1.0
+    notes = re.findall(r"latent_scale = ([0-9.]+) \(1 / std of the first batch's latents\)", caplog.text)
+    assert len(notes) == 1 and float(notes[0]) == pytest.approx(scale, abs=1e-4)
+    assert raw.config["init_args"]["latent_scale"] == scale
+    assert float(model.latent_scale) == pytest.approx(scale, rel=1e-6)  # the EMA copy of a constant
+
+    samples = model.sample(2, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (2, 1, *(16,) * spatial_dims) and torch.isfinite(samples).all()
+    again = model.sample(2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(samples, again)
+    other = model.sample(2, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(samples, other)
