@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from medgen.checkpoints import load_module
 from medgen.cli import main
 from medgen.data.datamodule import MedicalImageDataModule
 from medgen.evaluation.quick import quick_distance
+from medgen.models import Autoencoder, DiffusionModel
+from medgen.store.load import load_model
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "quality" / "ddpm_mri_2d_32.yaml"
 
@@ -32,8 +33,9 @@ def test_trained_model_beats_untrained_on_real_mri(tmp_path: Path) -> None:
         == 0
     )
     ckpt = next((tmp_path / "lightning_logs").glob("version_*/checkpoints/last.ckpt"))
-    trained = load_module(ckpt)
-    untrained = load_module(ckpt)
+    trained = load_model(ckpt).model
+    untrained = load_model(ckpt).model
+    assert isinstance(trained, DiffusionModel) and isinstance(untrained, DiffusionModel)
     for p in untrained.net.parameters():  # same architecture, fresh weights
         torch.nn.init.normal_(p, std=0.02)
 
@@ -66,13 +68,14 @@ def test_autoencoder_beats_bilinear_at_equal_size_on_real_mri(tmp_path: Path) ->
             "--data.val_fraction=0.0", "--trainer.limit_val_batches=0", "--trainer.max_steps=600",
             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]  # fmt: skip
     assert main(args) == 0
-    module = load_module(next((tmp_path / "lightning_logs").glob("version_*/checkpoints/last.ckpt")))
+    model = load_model(next((tmp_path / "lightning_logs").glob("version_*/checkpoints/last.ckpt"))).model
+    assert isinstance(model, Autoencoder)
     dm = MedicalImageDataModule("demo:mri", modality="mri", spatial_dims=2, image_size=32, num_workers=0,
                                 val_fraction=0.0)  # fmt: skip
     dm.setup("fit")
     real = torch.stack([dm.train_set[i]["image"] for i in range(len(dm.train_set))])
     with torch.no_grad():
-        recon = module.reconstruct(real).clamp(-1, 1)  # type: ignore[operator]
+        recon = model.reconstruct(real).clamp(-1, 1)
     small = torch.nn.functional.interpolate(real, size=(16, 16), mode="bilinear", antialias=True)
     resized = torch.nn.functional.interpolate(small, size=(32, 32), mode="bilinear").clamp(-1, 1)
 
