@@ -11,13 +11,57 @@ import pytest
 import torch
 
 from medgen.cli import main
+from medgen.errors import InputError
 from medgen.models import Autoencoder, LatentFlowModel, SamplingDefaults
+from medgen.models.base import MODEL_CLASSES
+from medgen.models.build import build_model
+from medgen.nets.autoencoder import KLAutoencoder
 from medgen.objectives import FlowObjective
 from medgen.store.ckpt import read_checkpoint
 from medgen.store.load import load_model
+from tests.helpers import tiny_unet
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "smoke"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def _model(**overrides: object) -> LatentFlowModel:
+    torch.manual_seed(0)
+    ae = KLAutoencoder(2, channels=(8, 16), attention_levels=(False, False), num_res_blocks=1, latent_channels=4,
+                       norm_num_groups=8, with_nonlocal_attn=False)  # fmt: skip
+    args: dict[str, object] = dict(
+        net=tiny_unet(2, in_channels=4, out_channels=4), autoencoder=ae, sampling=SamplingDefaults("euler", 3)
+    )
+    return LatentFlowModel(**{**args, **overrides}, sample_size=(16, 16))  # type: ignore[arg-type]
+
+
+def test_latent_flow_model_scale_loss_sampling_and_config() -> None:
+    model = _model()
+    assert model.family == "latent-flow" and isinstance(model.objective, FlowObjective)
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    note = model.prepare(x, lambda t: t)
+    expected = 1 / float(model.autoencoder.posterior(x).mean.std())
+    assert note is not None and float(model.latent_scale) == pytest.approx(expected, rel=1e-5)
+    assert model.prepare(x * 3, lambda t: t) is None and float(model.latent_scale) == pytest.approx(expected, rel=1e-5)
+    assert model.encode(x).shape == (4, 4, 8, 8)
+    torch.testing.assert_close(model.encode(x).std(), torch.tensor(1.0), rtol=1e-4, atol=0)  # unit-variance latents
+    loss = model.loss(x, None, torch.Generator().manual_seed(0))
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is None for p in model.autoencoder.parameters())  # frozen
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.net.parameters())
+    samples = model.sample(2, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (2, 1, 16, 16) and torch.isfinite(samples).all()
+    # The config rebuilds the model with the scale it found.
+    config = model.config
+    assert config["class_path"] == "medgen.models.latent_flow.LatentFlowModel"
+    rebuilt = build_model(config["class_path"], config["init_args"], "test", MODEL_CLASSES)
+    assert isinstance(rebuilt, LatentFlowModel) and float(rebuilt.latent_scale) == float(model.latent_scale)
+    assert rebuilt.sampling == model.sampling and rebuilt.prepare(x, lambda t: t) is None
+    with pytest.raises(InputError, match="sampling.method"):
+        _model(sampling=SamplingDefaults("ddim", 3))  # a diffusers scheduler is not an ODE solver
+    with pytest.raises(InputError, match="latent_channels"):
+        _model(net=tiny_unet(2))  # 1 input channel
 
 
 def _fit(config: str, root: Path, *extra: str) -> Path:
