@@ -26,7 +26,7 @@ from medgen.evaluation.extractors import get_extractor
 from medgen.evaluation.kid import kid
 from medgen.evaluation.slicing import PLANES, Normalize, plane_features
 from medgen.evaluation.statistics import SMALL_N
-from medgen.lit.task import GenerativeTask
+from medgen.lit.common import ModelTask
 from medgen.models.base import GenerativeModel
 from medgen.nets.condition import Condition
 
@@ -160,7 +160,7 @@ class DistributionMetrics(L.Callback):
         Returns:
             The :class:`DistributionScores`, also kept as ``self.last``.
         """
-        if not isinstance(pl_module, GenerativeTask) or not isinstance(pl_module.model, GenerativeModel):
+        if not isinstance(pl_module, ModelTask) or not isinstance(pl_module.model, GenerativeModel):
             raise InputError("DistributionMetrics", f"needs a medgen generative model, got {type(pl_module).__name__}")
         model = pl_module.model
         extractor = self._extractor_on(pl_module.device)
@@ -182,7 +182,7 @@ class DistributionMetrics(L.Callback):
             self._extractor = get_extractor(self.extractor_spec, self.weights).module
         return self._extractor.to(device)
 
-    def _real_features(self, trainer: L.Trainer, pl_module: GenerativeTask, extractor: nn.Module) -> Tensor:
+    def _real_features(self, trainer: L.Trainer, pl_module: ModelTask, extractor: nn.Module) -> Tensor:
         """Features of the first ``num_samples`` validation items; stores their chunk sizes and conditions."""
         loaders = trainer.val_dataloaders
         loader = loaders[0] if isinstance(loaders, list | tuple) and loaders else loaders

@@ -23,7 +23,7 @@ from medgen.config import Allowed
 from medgen.errors import InputError, MedgenError
 from medgen.models.defaults import SamplingDefaults
 from medgen.nets.condition import Condition
-from medgen.nets.protocol import GenerativeNet
+from medgen.nets.protocol import ConditionedNet
 from medgen.sampling.common import Generators
 
 M = TypeVar("M", bound="TrainableModel")
@@ -196,7 +196,8 @@ class TrainableModel(nn.Module):
         else:
             model = model_from_export(source, MODEL_CLASSES)
         if not isinstance(model, cls):
-            raise InputError(ref, f"holds a {type(model).__name__}, not a {cls.__name__}")
+            have, want = type(model).__name__, cls.__name__
+            raise InputError(ref, f"holds {_article(have)} {have}, not {_article(want)} {want}")
         return model
 
 
@@ -208,14 +209,15 @@ class GenerativeModel(TrainableModel):
     """A model that draws new images: a network driven by an objective's sampler, with conditions.
 
     Args:
-        net: Network ``net(x, t, cond)`` (:class:`~medgen.nets.protocol.GenerativeNet`).
+        net: The network (:class:`~medgen.nets.protocol.GenerativeNet` ``net(x, t, cond)`` for diffusion and flow,
+            :class:`~medgen.nets.protocol.GeneratorNet` ``net(z, cond)`` for GANs).
         sampling: Default sampling method, steps and guidance.
         sample_size: Spatial size of samples (None: from the data module when training starts).
     """
 
-    net: GenerativeNet
+    net: ConditionedNet
 
-    def __init__(self, net: GenerativeNet, sampling: SamplingDefaults, sample_size: Collection[int] | None) -> None:
+    def __init__(self, net: ConditionedNet, sampling: SamplingDefaults, sample_size: Collection[int] | None) -> None:
         super().__init__(sample_size)
         self.net = net
         self.sampling = sampling
@@ -340,3 +342,7 @@ class GenerativeModel(TrainableModel):
         """``num`` samples with the batch's first ``num`` conditions (fixed noise from ``generator``)."""
         n = num if cond is None else int(cond.batch_size or 0)
         return self.sample(n, cond=cond, generator=generator)
+
+
+def _article(name: str) -> str:
+    return "an" if name[:1] in "AEIOU" else "a"

@@ -29,6 +29,7 @@ class DiffusionModel(GenerativeModel):
     """
 
     family = "diffusion"
+    net: GenerativeNet
 
     def __init__(
         self,

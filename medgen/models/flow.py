@@ -32,6 +32,7 @@ class FlowModel(GenerativeModel):
     """
 
     family = "flow"
+    net: GenerativeNet
 
     def __init__(
         self,

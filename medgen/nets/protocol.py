@@ -1,4 +1,4 @@
-"""The contract between generative models and their networks: ``net(x, t, cond) -> prediction``.
+"""The contract between generative models and their networks: ``net(x, t, cond)`` or a generator's ``net(z, cond)``.
 
 Models (:mod:`medgen.models`) read a few attributes off their network to build inputs and conditions; this base
 class declares them so that nothing is read by ``getattr`` with a guessed default, and so that the CLI offers
@@ -15,8 +15,8 @@ from torch import nn
 from medgen.nets.condition import Condition
 
 
-class GenerativeNet(nn.Module):
-    """Base of the networks a diffusion or flow model drives (2D or 3D).
+class ConditionedNet(nn.Module):
+    """What every network a generative model drives declares (2D or 3D).
 
     Attributes:
         spatial_dims: 2 or 3.
@@ -37,6 +37,26 @@ class GenerativeNet(nn.Module):
         """Names of the value conditions (class labels, scalars) in column order; empty when unconditional."""
         return []
 
+
+class GenerativeNet(ConditionedNet):
+    """Base of the networks a diffusion or flow model drives: ``net(x, t, cond)``."""
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
         """Prediction ``(B, C_out, *spatial)`` for ``x`` ``(B, in_channels, *spatial)`` at times ``t`` ``(B,)``."""
+        raise NotImplementedError
+
+
+class GeneratorNet(ConditionedNet):
+    """Base of GAN generators: ``net(z, cond) -> image`` in one forward pass.
+
+    Attributes:
+        latent_dim: Width of the latent vector ``z`` ``(B, latent_dim)``.
+        image_size: Spatial size of the generated images.
+    """
+
+    latent_dim: int
+    image_size: tuple[int, ...]
+
+    def forward(self, z: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
+        """Images ``(B, in_channels, *image_size)`` in [-1, 1] from latents ``z`` ``(B, latent_dim)``."""
         raise NotImplementedError

@@ -119,7 +119,7 @@ def test_from_pretrained_refuses_another_family(tmp_path: Path, make_checkpoint:
         DiffusionModel.from_pretrained(flow)
     with pytest.raises(InputError, match="not a LatentDiffusionModel"):
         LatentDiffusionModel.from_pretrained(diffusion)
-    with pytest.raises(InputError, match="not a Autoencoder"):
+    with pytest.raises(InputError, match="not an? Autoencoder"):
         Autoencoder.from_pretrained(make_checkpoint(2))
     assert type(DiffusionModel.from_pretrained(diffusion)) is DiffusionModel
     with pytest.raises(InputError, match="no such checkpoint file"):

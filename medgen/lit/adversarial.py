@@ -1,0 +1,256 @@
+"""``AdversarialTask``: trains a GAN's generator against a discriminator (manual optimisation, 2D or 3D).
+
+Each training step is one discriminator update and, every ``n_critic`` steps, one generator update, each with its
+own AdamW optimizer and learning-rate schedule (:class:`~medgen.lit.options.Optimization`). The losses are those
+of :mod:`medgen.objectives.adversarial` (non-saturating, hinge, least squares, Wasserstein with gradient penalty),
+with an optional lazy R1 penalty and differentiable augmentation (:mod:`medgen.objectives.diffaugment`) for small
+data. The latents and augmentations of step ``i`` come from a generator seeded by ``(seed, i, rank)``, and the step
+counter is saved in checkpoints with both optimizers and the RNG states, so a resumed run continues exactly. The
+generator's weights are averaged by the EMA callback of the config (``medgen.lit.ema.EMA``), which checkpoints,
+``medgen export`` and ``medgen generate`` use.
+
+``trainer.max_steps`` counts generator updates: the discriminator's optimizer is stepped directly, so Lightning's
+step counter (and with it ``max_steps``, ``val_check_interval`` and checkpoint intervals) advances once per
+generator update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+
+from medgen.errors import InputError
+from medgen.lit.common import ModelTask, NonFiniteLossError
+from medgen.lit.options import Conditioning, Optimization, ValidationPictures
+from medgen.models.gan import GANModel
+from medgen.nets.condition import Condition
+from medgen.objectives.adversarial import (
+    LOSSES,
+    AdversarialLoss,
+    discriminator_accuracy,
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+    r1_penalty,
+)
+from medgen.objectives.diffaugment import POLICIES, diff_augment
+
+
+@dataclass(frozen=True)
+class Adversarial:
+    """How the generator and the discriminator play.
+
+    Attributes:
+        loss: ``non_saturating``, ``hinge``, ``least_squares`` or ``wasserstein`` (with ``gradient_penalty``).
+        n_critic: Discriminator updates per generator update.
+        gradient_penalty: Weight of WGAN-GP's penalty (``wasserstein`` only).
+        r1_gamma: γ of the R1 penalty on real images (0: off).
+        r1_every: Apply R1 every k discriminator updates, scaled by k (lazy regularisation).
+        augment: DiffAugment policies applied to real and generated images before the discriminator
+            (``brightness``, ``contrast``, ``translation``, ``cutout``; empty: none).
+        clip_grad_norm: Clip each network's gradient norm (None: no clipping; ``trainer.gradient_clip_val`` does
+            not apply to manual optimisation).
+    """
+
+    loss: AdversarialLoss = "non_saturating"
+    n_critic: int = 1
+    gradient_penalty: float = 10.0
+    r1_gamma: float = 0.0
+    r1_every: int = 16
+    augment: tuple[str, ...] = ()
+    clip_grad_norm: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise InputError("adversarial.loss", f"expected one of {', '.join(LOSSES)}, got '{self.loss}'")
+        if self.n_critic < 1 or self.r1_every < 1:
+            raise InputError("adversarial.n_critic", "n_critic and r1_every must be at least 1")
+        unknown = [p for p in self.augment if p not in POLICIES]
+        if unknown:
+            raise InputError(
+                "adversarial.augment", f"unknown policies {unknown}; expected some of {', '.join(POLICIES)}"
+            )
+
+
+class AdversarialTask(ModelTask):
+    """Trains a :class:`~medgen.models.gan.GANModel` against ``discriminator``.
+
+    Args:
+        model: The GAN (its generator is what is exported and sampled).
+        discriminator: ``discriminator(images, cond) -> logits`` (e.g. :class:`~medgen.nets.gan.PatchCritic`).
+        adversarial: Losses, update ratio, penalties and augmentation.
+        optimization: The generator's optimizer and schedule (GAN default: lr 2e-4, betas (0.5, 0.999), no warm-up).
+        discriminator_optimization: The discriminator's.
+        conditioning: The conditioning-image key (conditions are never dropped: a GAN has no guidance).
+        pictures: Validation picture size and frequency.
+        seed: Seed of the latents and augmentations of each step, and of the validation picture.
+        compile: ``torch.compile`` the generator.
+    """
+
+    def __init__(
+        self,
+        model: GANModel,
+        discriminator: nn.Module,
+        adversarial: Adversarial = Adversarial(),
+        optimization: Optimization = Optimization(lr=2e-4, betas=(0.5, 0.999), warmup_steps=0),
+        discriminator_optimization: Optimization = Optimization(lr=2e-4, betas=(0.5, 0.999), warmup_steps=0),
+        conditioning: Conditioning = Conditioning(drop_prob=0.0),
+        pictures: ValidationPictures = ValidationPictures(),
+        seed: int = 0,
+        compile: bool = False,
+    ) -> None:
+        super().__init__(model, conditioning, pictures, seed, compile)
+        self.model: GANModel = model
+        self.discriminator = discriminator
+        self.adversarial = adversarial
+        self.optimization = optimization
+        self.discriminator_optimization = discriminator_optimization
+        self.iteration = 0
+        self.automatic_optimization = False
+        self.save_hyperparameters(
+            ignore=["model", "discriminator", "adversarial", "optimization", "discriminator_optimization",
+                    "conditioning", "pictures"]
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        """Check the data's image size against the generator's, and settings manual optimisation cannot honour."""
+        super().setup(stage)
+        if stage != "fit" or self._trainer is None:
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        size = getattr(dm, "image_size", None)
+        if size is not None and tuple(size) != tuple(self.model.image_size or ()):
+            raise InputError(
+                "data.image_size",
+                f"{list(size)} differs from the generator's image_size {list(self.model.image_size or ())}",
+            )
+        if self.trainer.gradient_clip_val:
+            raise InputError("trainer.gradient_clip_val", "use model.adversarial.clip_grad_norm for a GAN")
+        if str(self.trainer.precision) == "16-mixed":
+            raise InputError(
+                "trainer.precision", "a GAN trains in 32-true or bf16-mixed (16-mixed needs a loss scaler per network)"
+            )
+
+    def critic(self, cond: Condition | None) -> Any:
+        """``images -> logits`` with the batch's conditions bound (for the penalties)."""
+        return lambda images: self.discriminator(images, cond)
+
+    def _augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return diff_augment(x, self.adversarial.augment, generator) if self.adversarial.augment else x
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """One discriminator update and, every ``n_critic`` steps, one generator update."""
+        opt_g, opt_d = self.optimizers()  # type: ignore[misc,attr-defined]
+        sched_g, sched_d = self.lr_schedulers()  # type: ignore[misc,attr-defined]
+        adv = self.adversarial
+        x = batch["image"]
+        cond = self.condition(batch)
+        g = self.step_generator(self.iteration)
+        size = x.shape[0]
+
+        self.toggle_optimizer(opt_d)
+        with torch.no_grad():
+            fake = self.model.net(self.model.latents(size, g), cond)
+        real_in, fake_in = self._augment(x, g), self._augment(fake, g)
+        d_real, d_fake = self.discriminator(real_in, cond), self.discriminator(fake_in, cond)
+        loss_d = discriminator_loss(adv.loss, d_real, d_fake)
+        logs = {"train/d_loss": loss_d.detach(), "train/d_accuracy": discriminator_accuracy(d_real, d_fake).detach()}
+        if adv.loss == "wasserstein":
+            penalty = gradient_penalty(self.critic(cond), real_in, fake_in, g)
+            loss_d = loss_d + adv.gradient_penalty * penalty
+            logs["train/gradient_penalty"] = penalty.detach()
+        if adv.r1_gamma > 0 and self.iteration % adv.r1_every == 0:
+            r1 = r1_penalty(self.critic(cond), real_in)
+            loss_d = loss_d + adv.r1_gamma / 2 * adv.r1_every * r1
+            logs["train/r1"] = r1.detach()
+        self._check_finite(loss_d, "discriminator")
+        opt_d.zero_grad()
+        self.manual_backward(loss_d)
+        logs["train/d_grad_norm"] = self._clip(self.discriminator.parameters())
+        opt_d.optimizer.step()  # the raw optimizer: Lightning's step counter counts generator updates only
+        sched_d.step()
+        self.untoggle_optimizer(opt_d)
+
+        if (self.iteration + 1) % adv.n_critic == 0:
+            self.toggle_optimizer(opt_g)
+            fake = self.model.net(self.model.latents(size, g), cond)
+            loss_g = generator_loss(adv.loss, self.discriminator(self._augment(fake, g), cond))
+            self._check_finite(loss_g, "generator")
+            opt_g.zero_grad()
+            self.manual_backward(loss_g)
+            logs["train/g_grad_norm"] = self._clip(self.model.parameters())
+            opt_g.step()
+            sched_g.step()
+            self.untoggle_optimizer(opt_g)
+            logs["train/g_loss"] = loss_g.detach()
+        self.iteration += 1
+        self.log("train/d_loss", logs.pop("train/d_loss"), prog_bar=True, batch_size=size)
+        self.log_dict(logs, prog_bar=False, batch_size=size)
+
+    def _clip(self, params: Any) -> torch.Tensor:
+        """The gradient norm (clipped to ``clip_grad_norm`` when set)."""
+        trainable = [p for p in params if p.grad is not None]
+        if not trainable:
+            return torch.zeros((), device=self.device)
+        limit = self.adversarial.clip_grad_norm or float("inf")
+        return torch.nn.utils.clip_grad_norm_(trainable, limit).detach()
+
+    def _check_finite(self, loss: torch.Tensor, which: str) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"{which} " + self._non_finite_message(loss))
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """The discriminator's accuracy on a batch and as many fixed-noise samples; the picture from batch 0."""
+        x = batch["image"]
+        cond = self.condition(batch)
+        g = self.step_generator(batch_idx, stream=1)
+        fake = self.model.net(self.model.latents(x.shape[0], g), cond)
+        accuracy = discriminator_accuracy(self.discriminator(x, cond), self.discriminator(fake, cond))
+        self.log("val/d_accuracy", accuracy, prog_bar=True, sync_dist=True, batch_size=x.shape[0])
+        if batch_idx == 0:
+            self._val_cond = None if cond is None else cond[: self.pictures.num_samples]
+            self.draw_validation_picture(x)
+        return accuracy
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        """AdamW for the generator and for the discriminator, each with its schedule (stepped in ``training_step``)."""
+        total = int(self.trainer.max_steps) if self._trainer is not None and self.trainer.max_steps > 0 else None
+        pairs = []
+        networks = ((self.optimization, self.model), (self.discriminator_optimization, self.discriminator))
+        for options, network in networks:
+            params = network.parameters()
+            trainable = [p for p in params if p.requires_grad]
+            optimizer = torch.optim.AdamW(
+                trainable, lr=options.lr, betas=options.betas, eps=options.eps, weight_decay=options.weight_decay
+            )
+            steps = None if options.schedule == "constant" else total
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _factor(options, steps))
+            pairs.append((optimizer, schedule))
+        rank_zero_info(
+            f"generator: {self.optimization.describe()}; discriminator: {self.discriminator_optimization.describe()}"
+        )
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Base metadata and RNG states, plus the step counter of the latents and augmentations."""
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["medgen"]["adversarial_iteration"] = self.iteration
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the base state and the step counter."""
+        super().on_load_checkpoint(checkpoint)
+        self.iteration = int((checkpoint.get("medgen") or {}).get("adversarial_iteration", 0))
+
+
+def _factor(options: Optimization, total: int | None) -> Any:
+    """``step -> lr multiplier`` as a function (LambdaLR saves no state for functions, so checkpoints stay plain)."""
+    return lambda step: options.factor(step, total)
