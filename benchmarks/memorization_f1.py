@@ -16,16 +16,24 @@ volume, one disguise per copy, unrelated images of other modalities), for each e
 verification deciding (``+verify``): recall of copies (and per disguise), false positives on held-out real images
 (count, rate and its one-sided 95 % Clopper-Pearson upper bound), AUROC(copies vs unrelated), recall@20 of
 retrieval. Thresholds are calibrated on the holdout null at the 0.99 quantile (verified: never below 0.6).
+``unseen_b``: the same table on set B (:mod:`medgen.memorization.unseen_b`), a second unseen set built and frozen
+before it was scored (after the verification's edge term had been chosen with set A in view): real 2D images and
+MR/CT/X-ray phantom subjects of fresh seeds, a null of 28 subjects. It adds the false positives per held-out source
+(real images, each phantom family), the score margins (weakest copy, highest held-out image, highest unrelated
+image) and whether the threshold came from the null's 0.99 quantile or from the floor 0.6.
 ``cost``: verification of N samples x 20 candidates at 256², timed and projected to 10,000 samples.
 
-    python benchmarks/memorization_f1.py [--sets seen,unseen,cost] [--embedders structural,pixel,inception]
+    python benchmarks/memorization_f1.py [--sets seen,unseen,unseen_b,cost] [--embedders structural,pixel,inception]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import time
 from collections import Counter
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -97,6 +105,120 @@ def unseen(embedders: list[str]) -> None:
     print("\n".join(flagged) or "# no held-out real image is flagged after verification")
 
 
+class _Recorder:
+    """Records, without changing them, the verified null calibration and the verifications of one scoring run.
+
+    ``score_unseen`` returns rates only; the margins and the null's own quantile come from these records
+    (``medgen.memorization.index.verified_calibration`` and ``medgen.memorization.verified.verify_search`` are
+    wrapped for the duration of a ``with`` block and restored after it).
+    """
+
+    def __init__(self) -> None:
+        self.calibrations: list[Any] = []
+        self.verifications: list[list[Any]] = []
+
+    def __enter__(self) -> _Recorder:
+        import medgen.memorization.index as index_module
+        import medgen.memorization.verified as verified_module
+
+        self._saved = (index_module.verified_calibration, verified_module.verify_search)
+        calibrate, verify = self._saved
+
+        def recorded_calibration(*args: Any, **kwargs: Any) -> Any:
+            self.calibrations.append(calibrate(*args, **kwargs))
+            return self.calibrations[-1]
+
+        def recorded_verify(*args: Any, **kwargs: Any) -> Any:
+            self.verifications.append(verify(*args, **kwargs))
+            return self.verifications[-1]
+
+        index_module.verified_calibration = recorded_calibration
+        verified_module.verify_search = recorded_verify
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import medgen.memorization.index as index_module
+        import medgen.memorization.verified as verified_module
+
+        index_module.verified_calibration, verified_module.verify_search = self._saved
+
+
+def unseen_b(embedders: list[str]) -> None:
+    """Set B's table (a second unseen set, frozen before scoring), with margins and the threshold's origin."""
+    from medgen.memorization.unseen import clopper_pearson_upper
+    from medgen.memorization.unseen_b import subject_of
+    from medgen.memorization.unseen_b import unseen_b as build_b
+    from medgen.memorization.verified import MIN_VERIFIED_SCORE
+
+    data = build_b()
+    planted = data.planted
+    n_copies = int(planted.is_copy.sum())
+    roles = data.subjects_by_role
+    held = Counter(data.heldout_kind)
+    held_subjects = Counter(
+        kind for kind, name in dict.fromkeys(zip(data.heldout_kind, map(subject_of, data.real_names), strict=True))
+    )
+    null = Counter(data.null_kind)
+    print(f"# unseen set B (frozen before scoring), roles split by subject: {len(planted.train)} train from "
+          f"{len(roles['train'])} subjects, {len(planted.holdout)} null from {data.null_subjects} subjects "
+          f"({', '.join(f'{k} {v}' for k, v in null.items())}), {len(data.real_names)} held-out from "
+          f"{len(roles['heldout'])} subjects ({', '.join(f'{k} {held[k]}/{held_subjects[k]} subj.' for k in held)}), "
+          f"{n_copies} copies, {len(data.unrelated)} unrelated")  # fmt: skip
+    print("# FP = held-out images flagged (real images and phantom subjects); FPR<= = one-sided 95 % Clopper-Pearson "
+          "upper bound; thresholds from the null only (0.99 quantile; '*': the floor 0.6 decided)")  # fmt: skip
+    print(f"{'method':<20} {'recall':>6} {'FP':>7} {'FPR':>5} {'FPR<=':>6} {'AUROC':>6} {'R@20':>5} {'thresh':>7} "
+          + " ".join(f"{k[:6]:>6}" for k in DISGUISES) + f" {'seconds':>7}")  # fmt: skip
+    notes: list[str] = []
+    kind_of = dict(zip(data.real_names, data.heldout_kind, strict=True))
+    n_gen = len(planted.generated)
+    for name in embedders:
+        for verify in (False, True):
+            start = time.perf_counter()
+            try:
+                with _Recorder() as record:
+                    s = score_unseen(name, data, verify)
+            except Exception as exc:  # noqa: BLE001 - an optional embedder (Inception weights) may be missing
+                print(f"{name:<20} unavailable: {exc}")
+                break
+            threshold = f"{s.threshold:6.3f}{'*' if s.floor_decided else ' '}"
+            print(f"{s.method:<20} {s.recall:6.3f} {f'{s.false_positives}/{s.n_real}':>7} "
+                  f"{s.false_positive_rate:5.3f} {s.fpr_upper:6.3f} {s.auroc:6.3f} {s.recall_at_k:5.3f} {threshold} "
+                  + " ".join(f"{s.recall_by_disguise[k]:6.2f}" for k in DISGUISES)
+                  + f" {time.perf_counter() - start:7.1f}", flush=True)  # fmt: skip
+            if not verify:
+                continue
+            flagged_kind = Counter(kind_of[n] for n, _ in s.flagged_real)
+            per_kind = ", ".join(
+                f"{k} {flagged_kind[k]}/{held[k]} (<= {clopper_pearson_upper(flagged_kind[k], held[k]):.3f})"
+                for k in held
+            )
+            notes.append(f"# {s.method}: FP by held-out source: {per_kind}")
+            if s.flagged_real:
+                notes.append(f"# {s.method} flags held-out: {s.flagged_real}")
+            calibration = record.calibrations[-1]
+            quantile = float(torch.quantile(calibration.null.double(), 0.99))
+            origin = (
+                f"the floor {MIN_VERIFIED_SCORE} (the null's 0.99 quantile {quantile:.3f} is below it)"
+                if s.floor_decided
+                else f"the null's 0.99 quantile ({quantile:.3f}, above the floor {MIN_VERIFIED_SCORE})"
+            )
+            notes.append(f"# {s.method}: threshold {s.threshold:.3f} comes from {origin}; null of "
+                         f"{calibration.null.numel()} images from {data.null_subjects} subjects, max "
+                         f"{float(calibration.null.max()):.3f}")  # fmt: skip
+            scores = torch.tensor([v.score for v in record.verifications[-1]])
+            copy = planted.is_copy
+            real = scores[:n_gen][~copy]
+            weakest = int(torch.argmin(torch.where(copy, scores[:n_gen], torch.inf)))
+            top_real = [
+                f"{k} {float(real[[i for i, x in enumerate(data.heldout_kind) if x == k]].max()):.3f}" for k in held
+            ]
+            notes.append(f"# {s.method} margins: weakest copy {float(scores[weakest]):.3f} "
+                         f"({data.disguise[weakest]} of {data.copy_sources[weakest - len(data.real_names)]}); "
+                         f"highest held-out {', '.join(top_real)}; highest unrelated "
+                         f"{float(scores[n_gen:].max()):.3f}")  # fmt: skip
+    print("\n".join(notes))
+
+
 def unseen_volumes() -> None:
     """3D: copies of unseen volumes rotated 8°, shifted 8 % and resampled 0.8x, plus exact copies."""
     data = unseen_3d()
@@ -131,18 +253,33 @@ def cost(n_samples: int, k: int = 20) -> None:
           f"({1000 * seconds / n_samples:.1f} ms/sample; projected 10,000 samples: {minutes:.1f} min)")  # fmt: skip
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embedders", default="structural,pixel,pixel+centre+rot,inception")
-    parser.add_argument("--sets", default="seen,unseen,cost", help="seen, unseen, cost (comma-separated)")
+    parser.add_argument("--sets", default="seen,unseen,cost", help="seen, unseen, unseen_b, cost (comma-separated)")
     parser.add_argument("--cost-samples", type=int, default=500, help="samples timed for the cost projection")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     chosen = args.sets.split(",")
+    print(f"# CPU: {_cpu_model()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
+          f"torch {torch.__version__}")  # fmt: skip
     if "unseen" in chosen:
         unseen([e for e in args.embedders.split(",") if e != "pixel+centre+rot"])
         unseen_volumes()
+    if "unseen_b" in chosen:
+        unseen_b([e for e in args.embedders.split(",") if e != "pixel+centre+rot"])
     if "cost" in chosen:
         cost(args.cost_samples)
     if "seen" not in chosen:

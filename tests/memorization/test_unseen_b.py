@@ -103,3 +103,65 @@ def test_set_b_builds_with_roles_disjoint_by_subject(set_b):
     parts.append(digest(set_b.unrelated))
     assert sum(len(p) for p in parts) == len(set().union(*parts))
     assert all(min(x.shape[-2:]) >= 24 and max(x.shape[-2:]) <= 160 for x in planted.train + planted.holdout)
+
+
+# Issue 12's targets on set B, scored once after set B was frozen (commit 1d68441). Targets that set B does not
+# meet are strict xfails carrying the measured numbers (benchmarks/results/memorization_f1_unseen_b.txt); the method
+# was not changed in view of these scores.
+
+
+@pytest.fixture(scope="module")
+def b_verified(set_b):
+    """Set B scored by the default decision: structural retrieval + pixel verification (computed once)."""
+    from medgen.memorization.unseen import score_unseen
+
+    score = score_unseen("structural", set_b, verify=True)
+    print(f"\nset B: {score}")
+    return score
+
+
+@pytest.mark.slow
+@needs_data
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured on set B: recall 0.783 (exact 1.0, rotation 1.0, translation 0.7, elastic 0.5, border 0.5, "
+    "contrast 1.0) at the null-quantile threshold 0.875; even at the floor 0.6 two copies score below it against "
+    "their true source (border of the 128x32 NM scan 0.496, translation of an MR phantom edge slice 0.028)",
+)
+def test_set_b_every_disguised_copy_is_flagged(b_verified):
+    assert b_verified.recall_by_disguise == {k: 1.0 for k in unseen.DISGUISES}
+
+
+@pytest.mark.slow
+@needs_data
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured on set B: 4/266 held-out images flagged (1.5 %, one-sided 95 % Clopper-Pearson bound 3.4 %), "
+    "all phantom slices (2 MR of one subject, 2 CT of one subject); 0/14 real",
+)
+def test_set_b_false_positives_on_held_out_at_most_one_percent(b_verified):
+    assert b_verified.false_positive_rate <= 0.01, (b_verified.false_positives, b_verified.flagged_real)
+
+
+@pytest.mark.slow
+@needs_data
+def test_set_b_no_real_held_out_image_is_flagged(set_b, b_verified):
+    """The 14 real held-out images (3 subjects): 0 flagged; with 14 images the 95 % upper bound is only 19 %."""
+    real = {n for n, kind in zip(set_b.real_names, set_b.heldout_kind, strict=True) if kind == "real"}
+    assert len(real) == 14
+    assert not real & {name for name, _ in b_verified.flagged_real}
+
+
+@pytest.mark.slow
+@needs_data
+@pytest.mark.xfail(strict=True, reason="measured on set B: AUROC(copies vs unrelated) 0.985")
+def test_set_b_auroc_copies_vs_unrelated(b_verified):
+    assert b_verified.auroc >= 0.99
+
+
+@pytest.mark.slow
+@needs_data
+def test_set_b_threshold_comes_from_its_null_and_no_unrelated_image_is_flagged(set_b, b_verified):
+    # 204 null images of 28 subjects: the 0.99 quantile (0.875) is above the floor 0.6, so the null decides
+    assert set_b.null_subjects >= 8 and not b_verified.floor_decided and b_verified.threshold > 0.6
+    assert b_verified.unrelated_flagged == 0.0
