@@ -75,8 +75,8 @@ def test_latent_flow_on_a_trained_autoencoder_from_the_cli(
 ) -> None:
     """Autoencoder (2 steps) → latent flow on its weights (the config's 5 steps) → load the last.ckpt → sample.
 
-    5 steps is the config's checkpoint step, so ``last.ckpt`` holds the trained weights beside the EMA ones (a run
-    ending between checkpoint steps writes it after Lightning's EMA copied the average into the model).
+    5 steps is the config's checkpoint and validation step, so ``last.ckpt`` holds the trained weights beside the
+    EMA ones whichever EMA callback the config names, and the validation picture is drawn.
     """
     ae_ckpt = _fit(f"ae_{spatial_dims}d.yaml", tmp_path / "ae", "--trainer.max_steps=2") / "checkpoints" / "last.ckpt"
     autoencoder = load_model(ae_ckpt).model  # EMA weights: what --pretrained.autoencoder_from reads too
