@@ -126,6 +126,7 @@ class MedicalImageDataModule(L.LightningDataModule):
         self.train_subjects: list[str] = []
         self._sampler: ResumableRandomSampler | None = None
         self._resume: tuple[int, int] | None = None
+        self._epoch_offset = 0
         self._first_grid: tuple[str, list[float] | None] | None = None
 
     @property
@@ -274,7 +275,7 @@ class MedicalImageDataModule(L.LightningDataModule):
         assert self.train_set is not None, "call setup() first"
         sampler = ResumableRandomSampler(len(self.train_set), self.seed, num_replicas, rank)  # type: ignore[arg-type]
         if self._resume is not None:
-            sampler.resume_at(*self._resume)
+            sampler.resume_at(*self._resume, epoch_offset=self._epoch_offset)
         return sampler
 
     def _attached_trainer(self) -> L.Trainer | None:
@@ -309,19 +310,34 @@ class MedicalImageDataModule(L.LightningDataModule):
             state["vocab"] = self.condition_vocab
         trainer = self._attached_trainer()
         if trainer is not None and self.train_set is not None:
-            progress = trainer.fit_loop.epoch_loop.batch_progress.current
-            done = int(progress.processed)  # type: ignore[attr-defined]  # batches, on each process
-            epoch = trainer.current_epoch
-            per_epoch = trainer.num_training_batches  # what the loop runs per epoch (drop-last, limits)
-            finished = math.isfinite(per_epoch) and done >= per_epoch
-            consumed = done * self.batch_size * trainer.world_size  # samples of the epoch's order, all processes
-            state["position"] = (epoch + 1, 0) if finished else (epoch, consumed)
+            state["position"], state["epoch_offset"] = self._position(trainer)
         return state
+
+    def _position(self, trainer: L.Trainer) -> tuple[tuple[int, int], int]:
+        """``((data epoch, samples consumed), trainer epoch - data epoch)`` where the next batch comes from.
+
+        The batches counted so far belong to the trainer's epoch ``started - 1``. A checkpoint written when ``fit``
+        stopped at ``max_steps`` has that epoch marked finished although its order was not used up: the resumed
+        trainer draws the rest of it under the next epoch number, hence the offset.
+        """
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        done = int(progress.processed)  # type: ignore[attr-defined]  # batches, on each process
+        epochs = trainer.fit_loop.epoch_progress.current
+        trainer_epoch = max(0, int(epochs.started) - 1)  # the epoch of the batches counted in ``done``
+        closed = int(epochs.processed) >= int(epochs.started) > 0  # the loop already counted that epoch as done
+        per_epoch = trainer.num_training_batches  # what the loop runs per epoch (drop-last, limits)
+        finished = math.isfinite(per_epoch) and done >= per_epoch
+        data_epoch = trainer_epoch - self._epoch_offset
+        consumed = done * self.batch_size * trainer.world_size  # samples of the epoch's order, all processes
+        position = (data_epoch + 1, 0) if finished else (data_epoch, consumed)
+        next_trainer_epoch = trainer_epoch + (1 if closed or finished else 0)
+        return position, next_trainer_epoch - position[0]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume the epoch where the checkpoint left it; warn when the split differs from the checkpoint's."""
         if "position" in state_dict:
             self._resume = (int(state_dict["position"][0]), int(state_dict["position"][1]))
+            self._epoch_offset = int(state_dict.get("epoch_offset", 0))
         current = self.state_dict()
         if (
             "val_subjects" in state_dict

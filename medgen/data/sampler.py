@@ -40,10 +40,17 @@ class ResumableRandomSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.dataset_size = dataset_size
         self._resume: tuple[int, int] | None = None
+        self.epoch_offset = 0
 
-    def resume_at(self, epoch: int, start: int) -> None:
-        """Skip the first ``start`` samples of ``epoch``'s permutation (once; ``start`` counts all processes)."""
+    def resume_at(self, epoch: int, start: int, epoch_offset: int = 0) -> None:
+        """Skip the first ``start`` samples of data epoch ``epoch``'s order (once; ``start`` counts all processes).
+
+        ``epoch_offset``: the trainer's epoch minus the data epoch. A run that stopped at ``max_steps`` in the middle of
+        an epoch counts that epoch as finished; resumed, it draws the rest of that epoch's order under the next epoch
+        number, so every later epoch is shifted by one for the orders to stay those of the uninterrupted run.
+        """
         self._resume = (epoch, start)
+        self.epoch_offset = epoch_offset
 
     def permutation(self, epoch: int) -> torch.Tensor:
         """The order of epoch ``epoch`` (all processes)."""
@@ -51,8 +58,9 @@ class ResumableRandomSampler(DistributedSampler):
         return torch.randperm(self.dataset_size, generator=g)
 
     def __iter__(self) -> Iterator[int]:
-        order = self._padded(self.permutation(self.epoch))
-        if self._resume is not None and self._resume[0] == self.epoch:
+        epoch = self.epoch - self.epoch_offset
+        order = self._padded(self.permutation(epoch))
+        if self._resume is not None and self._resume[0] == epoch:
             order = self._padded(order[self._resume[1] :])  # padded again only if the world size changed
             self._resume = None
         return iter(order[self.rank :: self.num_replicas].tolist())
