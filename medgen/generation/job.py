@@ -52,8 +52,9 @@ def load_generator(ref: str | Path, use_ema: bool = True) -> LoadedGenerator:
     if not isinstance(model, GenerativeModel):
         raise InputError(
             ref,
-            f"is a {card.family} model: it encodes and decodes but does not generate; train a latent model on "
-            "it (configs/ldm_2d.yaml or ldm_3d.yaml with pretrained.autoencoder_from set to CHECKPOINT)",
+            f"is {_article(card.family)} {card.family} model: it encodes and decodes but does not generate; "
+            "train a latent model on it (configs/ldm_2d.yaml or ldm_3d.yaml with pretrained.autoencoder_from "
+            "set to CHECKPOINT)",
         )
     return LoadedGenerator(model, card, str(source.path.resolve()), digest)
 
@@ -77,3 +78,7 @@ def summary_line(summary: GenerationSummary, out_dir: str | Path, state: str) ->
         f"{summary.dropped} dropped as copies of training images) -> "
         f"{Path(out_dir) / 'manifest.jsonl'} [{state}]"
     )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
