@@ -3,7 +3,7 @@
 Runs what the README describes, in order:
 
 1. ``medgen fit --config configs/quality/ae_mri_2d_64.yaml`` (KL autoencoder, 64x64 -> 4 x 16 x 16);
-2. ``medgen fit --config configs/quality/ldm_mri_2d_64.yaml --model.autoencoder_from <ae last.ckpt>``;
+2. ``medgen fit --config configs/quality/ldm_mri_2d_64.yaml --pretrained.autoencoder_from <ae last.ckpt>``;
 3. ``medgen generate`` of 128 samples from the latent-diffusion ``last.ckpt`` (EMA weights);
 4. ``medgen evaluate`` of those samples against the real training slices (written as 8-bit PNGs, like the
    samples, hence ``--window 0,255``), which also reports the real-vs-real split-half baseline;
@@ -71,17 +71,17 @@ def psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
 
 def reconstruction_psnr(ae_ckpt: Path) -> dict[str, float]:
     """Autoencoder vs bilinear resizing through the same number of values, on the AE run's own split."""
-    from medgen.checkpoints import load_module
+    from medgen.models import Autoencoder
 
-    module = load_module(ae_ckpt)
+    model = Autoencoder.from_pretrained(ae_ckpt)
     ae_val = float(AE_CONFIG.read_text().split("val_fraction:")[1].split()[0])
     train, _ = slices(ae_val, "train")
     held_out, _ = slices(ae_val, "val")
     with torch.no_grad():
-        values = int(module.net.posterior(train[:1]).mean[0].numel())  # type: ignore[union-attr,operator]
+        values = int(model.net.posterior(train[:1]).mean[0].numel())  # type: ignore[union-attr,operator]
         side = int(round(values**0.5))
-        recon = torch.cat([module.reconstruct(b) for b in train.split(32)])  # type: ignore[operator]
-        recon_held = torch.cat([module.reconstruct(b) for b in held_out.split(32)])  # type: ignore[operator]
+        recon = torch.cat([model.reconstruct(b) for b in train.split(32)])
+        recon_held = torch.cat([model.reconstruct(b) for b in held_out.split(32)])
     small = torch.nn.functional.interpolate(train, size=(side, side), mode="bilinear", antialias=True)
     resized = torch.nn.functional.interpolate(small, size=train.shape[-2:], mode="bilinear")
     return {"n_train": len(train), "n_held_out": len(held_out), "latent_values": values, "side": side,
@@ -117,7 +117,8 @@ def main() -> None:
                                            *QUIET])  # fmt: skip
     ae_ckpt = last_checkpoint(out / "ae")
     if not (args.reuse and list((out / "ldm").glob("lightning_logs/*/checkpoints/last.ckpt"))):
-        times["latent diffusion fit"] = medgen(["fit", f"--config={LDM_CONFIG}", f"--model.autoencoder_from={ae_ckpt}",
+        times["latent diffusion fit"] = medgen(["fit", f"--config={LDM_CONFIG}",
+                                                f"--pretrained.autoencoder_from={ae_ckpt}",
                                                 f"--trainer.default_root_dir={out / 'ldm'}", *QUIET])  # fmt: skip
     ldm_ckpt = last_checkpoint(out / "ldm")
     generated = out / "generated"

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from medgen.checkpoints import load_module
 from medgen.cli import main as medgen_main
 from medgen.data.datamodule import MedicalImageDataModule
 from medgen.evaluation.quick import quick_distance
+from medgen.models import GenerativeModel
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = [
@@ -58,7 +58,7 @@ class CountingNet(torch.nn.Module):
         super().__init__()
         self.inner = net
         self.calls = 0
-        for name in ("spatial_dims", "in_channels", "condition_names", "image_channels"):
+        for name in ("spatial_dims", "in_channels", "condition_names", "image_channels", "control_channels", "config"):
             if hasattr(net, name):
                 setattr(self, name, getattr(net, name))
 
@@ -89,7 +89,7 @@ def main() -> None:
         "diffusion": Path(args.diffusion_ckpt) if args.diffusion_ckpt else train("ddpm_mri_2d_32.yaml", runs / "ddpm"),
         "flow": Path(args.flow_ckpt) if args.flow_ckpt else train("flow_mri_2d_32.yaml", runs / "flow"),
     }
-    modules = {k: load_module(v) for k, v in ckpts.items()}
+    models = {k: GenerativeModel.from_pretrained(v) for k, v in ckpts.items()}
     dm = MedicalImageDataModule(
         "demo:mri", modality="mri", spatial_dims=2, image_size=32, num_workers=0, val_fraction=0.0
     )
@@ -99,15 +99,14 @@ def main() -> None:
     print(f"{len(real)} real slices, {n} samples per sampler, torch threads {torch.get_num_threads()}")
     print(f"{'model':10} {'sampler':8} {'steps':>5} {'NFE':>5} {'wall s':>8} {'overhead':>9} {'MMD² to real':>13}")
     for family, sampler, steps in RUNS:
-        module = modules[family]
-        counting = CountingNet(module.net)
-        module.net = counting  # type: ignore[assignment]
+        model = models[family]
+        counting = CountingNet(model.net)
+        model.net = counting  # type: ignore[assignment]
         t_fwd = forward_time(counting.inner, (n, 1, 32, 32))
         start = time.perf_counter()
-        kw = {"sampler": sampler} if family == "diffusion" else {"solver": sampler}
-        samples = module.sample(n, generator=torch.Generator().manual_seed(0), num_steps=steps, **kw)  # type: ignore[arg-type]
+        samples = model.sample(n, generator=torch.Generator().manual_seed(0), method=sampler, num_steps=steps)
         wall = time.perf_counter() - start
-        module.net = counting.inner
+        model.net = counting.inner
         overhead = wall / (counting.calls * t_fwd)
         print(
             f"{family:10} {sampler:8} {steps:5d} {counting.calls:5d} {wall:8.2f} {overhead:9.3f} "

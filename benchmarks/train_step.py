@@ -1,10 +1,12 @@
-"""Wall time of whole training iterations: medgen's DiffusionModule under Lightning vs a hand-written loop.
+"""Wall time of whole training iterations: medgen's GenerativeTask under Lightning vs a hand-written loop.
 
 Both sides train the same MONAI ``DiffusionModelUNet`` architecture on the same data, through the same
-``DataLoader`` settings (batch size, shuffling, workers, pinning), with AdamW (lr 1e-4), the same linear
-warm-up ``LambdaLR`` stepped every iteration, the cosine schedule and the v-prediction target. The
-hand-written loop is what a competent user writes around MONAI + diffusers: fetch the batch, move it to the
-device, noise it, forward, backward, optimizer and scheduler steps, keep the loss for logging.
+``DataLoader`` settings (batch size, shuffling, workers, pinning), with AdamW (lr 1e-4, no weight decay), the
+same linear warm-up ``LambdaLR`` stepped every iteration, the cosine schedule and the v-prediction target. The
+medgen side is ``GenerativeTask(DiffusionModel(net, objective), optimization=Optimization(...))`` with no
+condition dropping and no validation picture (the hand-written loop has neither). The hand-written loop is
+what a competent user writes around MONAI + diffusers: fetch the batch, move it to the device, noise it,
+forward, backward, optimizer and scheduler steps, keep the loss for logging.
 
 Timing is the same on both sides: a timestamp at the end of every iteration (after the device has finished),
 and the wall time of ``--steps`` iterations after ``--warmup`` is the difference of two timestamps. So it
@@ -29,7 +31,8 @@ from machine import describe
 from monai.networks.nets import DiffusionModelUNet
 from torch.utils.data import DataLoader, Dataset
 
-from medgen.lit import DiffusionModule
+from medgen.lit import Conditioning, GenerativeTask, Optimization, ValidationPictures
+from medgen.models import DiffusionModel
 from medgen.nets.unet import DiffusionUNet
 from medgen.objectives import DiffusionObjective
 
@@ -42,7 +45,7 @@ ARCH: dict[str, Any] = dict(
     resblock_updown=True,
     use_flash_attention=True,
 )
-WARMUP_LR_STEPS = 100  # the LR warm-up of both sides (medgen's ``warmup_steps``)
+WARMUP_LR_STEPS = 100  # the LR warm-up of both sides (medgen's ``Optimization.warmup_steps``)
 
 
 class RandomImages(Dataset):
@@ -132,12 +135,17 @@ def hand_written(args: argparse.Namespace, shape: tuple[int, ...], device: torch
     return _window(ends, args.warmup, args.steps)
 
 
-def medgen_module(args: argparse.Namespace, shape: tuple[int, ...], device: torch.device) -> float:
-    """Wall time of ``args.steps`` iterations of ``Trainer.fit`` on medgen's DiffusionModule, after warm-up."""
+def medgen_task(args: argparse.Namespace, shape: tuple[int, ...], device: torch.device) -> float:
+    """Wall time of ``args.steps`` iterations of ``Trainer.fit`` on medgen's GenerativeTask, after warm-up."""
     torch.manual_seed(0)
     net = DiffusionUNet(spatial_dims=args.spatial_dims, **ARCH)
     objective = DiffusionObjective(beta_schedule="cosine", prediction_type="v", min_snr_gamma=None)
-    module = DiffusionModule(net=net, objective=objective, warmup_steps=WARMUP_LR_STEPS, val_num_samples=0)
+    task = GenerativeTask(
+        DiffusionModel(net, objective),
+        optimization=Optimization(lr=1e-4, weight_decay=0.0, warmup_steps=WARMUP_LR_STEPS, schedule="constant"),
+        conditioning=Conditioning(drop_prob=0.0),
+        pictures=ValidationPictures(num_samples=0),
+    )
     clock = IterationEnds(device)
     trainer = L.Trainer(
         accelerator=device.type,
@@ -152,7 +160,7 @@ def medgen_module(args: argparse.Namespace, shape: tuple[int, ...], device: torc
         precision="bf16-mixed" if args.bf16 else "32-true",
         callbacks=[clock],
     )
-    trainer.fit(module, train_dataloaders=make_loader(args, shape, device))
+    trainer.fit(task, train_dataloaders=make_loader(args, shape, device))
     return _window(clock.ends, args.warmup, args.steps)
 
 
@@ -173,19 +181,19 @@ def main() -> None:
         p.error("--warmup must be at least 1 (the window starts at the end of a warm-up iteration)")
     device = torch.device(args.device)
     shape = (1,) + (args.size,) * args.spatial_dims
-    sides = {"hand-written loop": hand_written, "medgen DiffusionModule": medgen_module}
+    sides = {"hand-written loop": hand_written, "medgen GenerativeTask": medgen_task}
     walls: dict[str, list[float]] = {name: [] for name in sides}
     for r in range(args.rounds):
         order = list(sides) if r % 2 == 0 else list(reversed(sides))
         for name in order:
             walls[name].append(sides[name](args, shape, device))
     base = statistics.median(walls["hand-written loop"])
-    ours = statistics.median(walls["medgen DiffusionModule"])
+    ours = statistics.median(walls["medgen GenerativeTask"])
     size = "x".join([str(args.size)] * args.spatial_dims)
     print(f"machine: {describe()}")
     print(f"device {device}, {args.spatial_dims}D {size}, batch {args.batch}, DataLoader workers {args.workers}, "
           f"{args.steps} iterations timed after {args.warmup}, {args.rounds} alternating rounds")  # fmt: skip
-    for name, value in (("hand-written loop", base), ("medgen DiffusionModule", ours)):
+    for name, value in (("hand-written loop", base), ("medgen GenerativeTask", ours)):
         runs = ", ".join(f"{w:.2f}" for w in walls[name])
         print(
             f"{name + ':':24} {value:7.2f} s median wall ({value / args.steps * 1000:7.1f} ms/iteration; runs {runs})"

@@ -657,12 +657,7 @@ def test_walk_table_matches_the_readme() -> None:
     assert recipe and "/medgen demo --out demo_out" in recipe.group(1), "the Makefile's demo target changed"
 
 
-BROKEN_BENCHMARKS = {
-    "benchmarks/train_step.py": "imports medgen.lit.DiffusionModule, removed by the models/tasks split",
-    "benchmarks/data_pipeline.py": "imports train_step.py, which imports the removed medgen.lit.DiffusionModule",
-    "benchmarks/sampling.py": "imports medgen.checkpoints (now medgen.store) and medgen.evaluation.quick",
-    "benchmarks/latent_mri_2d_64.py": "imports medgen.checkpoints (now medgen.store); passes --model.autoencoder_from",
-}
+BROKEN_BENCHMARKS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
