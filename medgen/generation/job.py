@@ -53,8 +53,8 @@ def load_generator(ref: str | Path, use_ema: bool = True) -> LoadedGenerator:
         raise InputError(
             ref,
             f"is {_article(card.family)} {card.family} model: it encodes and decodes but does not generate; "
-            "train a latent model on it (configs/ldm_2d.yaml or ldm_3d.yaml with pretrained.autoencoder_from "
-            "set to CHECKPOINT)",
+            "train a latent model on it (medgen fit --config configs/ldm_2d.yaml or ldm_3d.yaml "
+            "--pretrained.autoencoder_from CHECKPOINT)",
         )
     return LoadedGenerator(model, card, str(source.path.resolve()), digest)
 
