@@ -606,6 +606,9 @@ WALK: dict[str, Step] = {
         "benchmarks/latent_mri_2d_64.py", "18 minutes; results/latent_mri_2d_64.txt"
     ),
     "python benchmarks/sampling.py": benchmark("benchmarks/sampling.py", "minutes of sampling"),
+    "python benchmarks/gan_mri_2d_32.py": benchmark(
+        "benchmarks/gan_mri_2d_32.py", "3.5 minutes; results/gan_mri_2d_32.txt"
+    ),
     "python benchmarks/fid_throughput.py": benchmark("benchmarks/fid_throughput.py", "minutes of Inception passes"),
     "python benchmarks/memorization_search.py": benchmark(
         "benchmarks/memorization_search.py", "minutes (10,000 x 100,000 search)"
