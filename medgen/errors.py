@@ -34,3 +34,8 @@ class InputError(MedgenError, ValueError):
 
 class ImageReadError(InputError):
     """An image file or DICOM series cannot be read as a valid medical image."""
+
+
+def article(word: str) -> str:
+    """``an`` before a word starting with a vowel letter, else ``a`` (for messages such as "is an autoencoder")."""
+    return "an" if word[:1].lower() in "aeiou" else "a"

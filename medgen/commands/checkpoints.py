@@ -6,10 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from medgen.store.registry import ModelSource
+from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,36 +35,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the action."""
-    from medgen.store.registry import list_models, resolve, search_path, verify
+    from medgen.store.registry import list_models, model_info, resolve, search_path, verify
 
     if args.action == "list":
         models = list_models()
         if models:
-            _print_table([_row(source.name, _card(source), source.path) for source in models])
+            _print_table([_row(source.name, model_info(source), source.path) for source in models])
         else:
             where = ", ".join(str(p) for p in search_path()) or "no registry folder exists"
             print(f"no exported models found ({where})", file=sys.stderr)
         return 0
     if args.action == "show":
         source = resolve(args.name)
-        print(json.dumps({"path": str(source.path), **_card(source)}, indent=2))
+        print(json.dumps({"path": str(source.path), **model_info(source)}, indent=2))
         return 0
     source = resolve(args.path)
     digest = verify(source)
     print(f"ok {source.name}: sha256 {digest}")
     return 0
-
-
-def _card(source: ModelSource) -> dict[str, Any]:
-    """An export's card as written, or the card fields of a ``.ckpt``'s metadata (torch only for a ``.ckpt``)."""
-    from medgen.store.card import card_fields
-    from medgen.store.registry import read_card
-
-    if source.kind == "export":
-        return read_card(source.path)
-    from medgen.store.ckpt import read_checkpoint
-
-    return card_fields(source.name, read_checkpoint(source.path)["medgen"])
 
 
 _HEADER = ("name", "family", "dims", "modality", "image_size", "disk", "path")

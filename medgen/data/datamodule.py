@@ -322,7 +322,7 @@ class MedicalImageDataModule(L.LightningDataModule):
         """
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
         done = int(progress.processed)  # type: ignore[attr-defined]  # batches, on each process
-        epochs = trainer.fit_loop.epoch_progress.current
+        epochs: Any = trainer.fit_loop.epoch_progress.current  # a _ProcessedTracker at run time
         trainer_epoch = max(0, int(epochs.started) - 1)  # the epoch of the batches counted in ``done``
         closed = int(epochs.processed) >= int(epochs.started) > 0  # the loop already counted that epoch as done
         per_epoch = trainer.num_training_batches  # what the loop runs per epoch (drop-last, limits)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from medgen.errors import InputError
+from medgen.errors import InputError, article
 from medgen.generation.run import GenerationSummary
 from medgen.generation.writers import OutputFormat
 from medgen.models.base import GenerativeModel
@@ -52,7 +52,7 @@ def load_generator(ref: str | Path, use_ema: bool = True) -> LoadedGenerator:
     if not isinstance(model, GenerativeModel):
         raise InputError(
             ref,
-            f"is {_article(card.family)} {card.family} model: it encodes and decodes but does not generate; "
+            f"is {article(card.family)} {card.family} model: it encodes and decodes but does not generate; "
             "train a latent model on it (medgen fit --config configs/ldm_2d.yaml or ldm_3d.yaml "
             "--pretrained.autoencoder_from CHECKPOINT)",
         )
@@ -78,7 +78,3 @@ def summary_line(summary: GenerationSummary, out_dir: str | Path, state: str) ->
         f"{summary.dropped} dropped as copies of training images) -> "
         f"{Path(out_dir) / 'manifest.jsonl'} [{state}]"
     )
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"

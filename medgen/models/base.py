@@ -8,6 +8,7 @@ pipeline does. Nothing here imports Lightning: :mod:`medgen.lit` tasks train mod
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from torch import nn
 
 from medgen import __version__
 from medgen.config import Allowed
-from medgen.errors import InputError, MedgenError
+from medgen.errors import InputError, MedgenError, article
 from medgen.models.defaults import SamplingDefaults
 from medgen.nets.condition import Condition
 from medgen.nets.protocol import ConditionedNet
@@ -94,9 +95,8 @@ class TrainableModel(nn.Module):
     @property
     def device(self) -> torch.device:
         """Device of the first parameter or buffer (CPU for a model without tensors)."""
-        for tensor in (*self.parameters(), *self.buffers()):
-            return tensor.device
-        return torch.device("cpu")
+        tensor = next(itertools.chain(self.parameters(), self.buffers()), None)
+        return torch.device("cpu") if tensor is None else tensor.device
 
     @contextmanager
     def eval_mode(self) -> Iterator[None]:
@@ -197,7 +197,7 @@ class TrainableModel(nn.Module):
             model = model_from_export(source, MODEL_CLASSES)
         if not isinstance(model, cls):
             have, want = type(model).__name__, cls.__name__
-            raise InputError(ref, f"holds {_article(have)} {have}, not {_article(want)} {want}")
+            raise InputError(ref, f"holds {article(have)} {have}, not {article(want)} {want}")
         return model
 
 
@@ -344,5 +344,30 @@ class GenerativeModel(TrainableModel):
         return self.sample(n, cond=cond, generator=generator)
 
 
-def _article(name: str) -> str:
-    return "an" if name[:1] in "AEIOU" else "a"
+class ObjectiveModel(GenerativeModel):
+    """A generative model trained by an objective on its network's prediction (diffusion and flow families).
+
+    Subclasses set ``objective`` and define :meth:`predict` (the network in the objective's parametrisation) and
+    :meth:`~GenerativeModel.draw`.
+    """
+
+    objective: Any
+
+    def init_args(self) -> dict[str, Any]:
+        """Network, objective and sampling defaults."""
+        return {"net": self.net.config, "objective": self.objective.config, "sampling": asdict(self.sampling)}
+
+    def describe(self) -> dict[str, Any]:
+        """Metadata with the objective's config."""
+        return {**super().describe(), "objective": self.objective.config}
+
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition | None) -> torch.Tensor:
+        """The network's prediction ``(B, C, *spatial)`` for a training example, in the objective's terms."""
+        raise NotImplementedError
+
+    def loss_terms(
+        self, x0: torch.Tensor, cond: Condition | None, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """The objective's loss on a training example drawn from ``encode(x0)``."""
+        target = self.objective.training_target(self.encode(x0), generator)
+        return {"loss": self.objective.loss(self.predict(target.x_t, target.t, cond), target)}

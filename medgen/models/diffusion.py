@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import asdict
-from typing import Any
 
 import torch
 
-from medgen.models.base import GenerativeModel
+from medgen.models.base import ObjectiveModel
 from medgen.models.defaults import SamplingDefaults
 from medgen.nets.condition import Condition
 from medgen.nets.protocol import GenerativeNet
@@ -17,7 +15,7 @@ from medgen.sampling import sample_diffusion
 from medgen.sampling.common import Generators
 
 
-class DiffusionModel(GenerativeModel):
+class DiffusionModel(ObjectiveModel):
     """Denoising diffusion model.
 
     Args:
@@ -41,20 +39,9 @@ class DiffusionModel(GenerativeModel):
         super().__init__(net, sampling or SamplingDefaults("dpm++", 25, 1.0), sample_size)
         self.objective = objective or DiffusionObjective()
 
-    def init_args(self) -> dict[str, Any]:
-        """Network, objective and sampling defaults."""
-        return {"net": self.net.config, "objective": self.objective.config, "sampling": asdict(self.sampling)}
-
-    def describe(self) -> dict[str, Any]:
-        """Metadata with the objective's config."""
-        return {**super().describe(), "objective": self.objective.config}
-
-    def loss_terms(
-        self, x0: torch.Tensor, cond: Condition | None, generator: torch.Generator
-    ) -> dict[str, torch.Tensor]:
-        """Min-SNR-weighted MSE of the prediction of a noised ``encode(x0)`` at a random timestep."""
-        target = self.objective.training_target(self.encode(x0), generator)
-        return {"loss": self.objective.loss(self.net(target.x_t, target.t, cond), target)}
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition | None) -> torch.Tensor:
+        """The denoiser's ε, v or x0 prediction at timesteps ``t`` (the loss is min-SNR-weighted MSE)."""
+        return self.net(x_t, t, cond)
 
     def draw(
         self,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import asdict
-from typing import Any, cast
+from typing import cast
 
 import torch
 
 from medgen.errors import InputError
-from medgen.models.base import GenerativeModel
+from medgen.models.base import ObjectiveModel
 from medgen.models.defaults import SamplingDefaults
 from medgen.nets.condition import Condition
 from medgen.nets.protocol import GenerativeNet
@@ -21,7 +20,7 @@ from medgen.sampling.common import Generators
 SOLVERS = ("euler", "heun", "midpoint")
 
 
-class FlowModel(GenerativeModel):
+class FlowModel(ObjectiveModel):
     """Flow-matching model: the net predicts the velocity of the straight path from data (t = 0) to noise (t = 1).
 
     Args:
@@ -45,24 +44,13 @@ class FlowModel(GenerativeModel):
         _check_solver(self.sampling.method, "sampling.method")
         self.objective = objective or FlowObjective()
 
-    def init_args(self) -> dict[str, Any]:
-        """Network, objective and sampling defaults."""
-        return {"net": self.net.config, "objective": self.objective.config, "sampling": asdict(self.sampling)}
-
-    def describe(self) -> dict[str, Any]:
-        """Metadata with the objective's config."""
-        return {**super().describe(), "objective": self.objective.config}
-
     def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None) -> torch.Tensor:
         """Predicted velocity ``(B, C, *spatial)`` at continuous times ``t`` ``(B,)`` in [0, 1]."""
         return self.net(x, t * self.objective.time_scale, cond)
 
-    def loss_terms(
-        self, x0: torch.Tensor, cond: Condition | None, generator: torch.Generator
-    ) -> dict[str, torch.Tensor]:
-        """Velocity MSE at a point of the straight path from ``encode(x0)`` to noise."""
-        target = self.objective.training_target(self.encode(x0), generator)
-        return {"loss": self.objective.loss(self.velocity(target.x_t, target.t, cond), target)}
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition | None) -> torch.Tensor:
+        """The velocity at a point of the straight path from ``encode(x0)`` to noise (the loss is its MSE)."""
+        return self.velocity(x_t, t, cond)
 
     def draw(
         self,

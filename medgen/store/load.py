@@ -51,10 +51,3 @@ def load_model(ref: str | Path, use_ema: bool = True) -> LoadedModel:
         return LoadedModel(model, source, card, file_sha256(source.path))
     model = model_from_export(source, MODEL_CLASSES)
     return LoadedModel(model, source, ModelCard.from_dict(read_card(source.path)), verify(source))
-
-
-def model_info(source: ModelSource) -> ModelCard:
-    """The card of an export, or the card fields of a ``.ckpt``'s metadata (nothing is built)."""
-    if source.kind == "export":
-        return ModelCard.from_dict(read_card(source.path))
-    return ModelCard.from_dict(card_fields(source.name, read_checkpoint(source.path)["medgen"]))

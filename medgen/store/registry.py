@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from medgen.errors import InputError
 from medgen.hashing import file_sha256
-from medgen.store.card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, card_digest
+from medgen.store.card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, card_digest, card_fields
 
 if TYPE_CHECKING:  # torch is imported when weights are read, not to list or verify cards
     import torch
@@ -111,6 +111,15 @@ def read_card(folder: Path) -> dict[str, Any]:
     if not isinstance(card, dict) or "sha256" not in card:
         raise InputError(folder / CARD_FILE, "model card has no 'sha256' field")
     return card
+
+
+def model_info(source: ModelSource) -> dict[str, Any]:
+    """An export's card as written, or the card fields of a ``.ckpt``'s metadata (torch only for a ``.ckpt``)."""
+    if source.kind == "export":
+        return read_card(source.path)
+    from medgen.store.ckpt import read_checkpoint
+
+    return card_fields(source.name, read_checkpoint(source.path)["medgen"])
 
 
 def verify(source: ModelSource) -> str:
