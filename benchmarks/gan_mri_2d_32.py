@@ -18,35 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
+from cli_runs import REPO, last_checkpoint, medgen
 from machine import describe
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "quality" / "gan_mri_2d_32.yaml"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-
-
-def medgen(args: list[str]) -> float:
-    """Run one ``medgen`` command in a fresh process; return its wall time in seconds."""
-    print("$ medgen " + " ".join(args), flush=True)
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "medgen", *args], check=True, cwd=REPO)
-    return time.perf_counter() - start
-
-
-def last_checkpoint(root: Path) -> Path:
-    """The ``last.ckpt`` of the newest Lightning version under ``root``."""
-    found = sorted(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(f"no last.ckpt under {root}")
-    return found[-1]
 
 
 def write_real_slices(out: Path) -> torch.Tensor:

@@ -45,6 +45,7 @@ from medgen.memorization.unseen import (
     DISGUISES,
     NULL_VOLUMES,
     TRAIN_VOLUMES,
+    UnseenScore,
     score_unseen,
     unseen_2d,
     unseen_3d,
@@ -84,8 +85,7 @@ def unseen(embedders: list[str]) -> None:
           f"{len(data.unrelated)} unrelated")  # fmt: skip
     print("# FP = held-out real images flagged; FPR<= = one-sided 95 % Clopper-Pearson upper bound; thresholds "
           "from the null only (0.99 quantile; '*': the floor 0.6 decided)")  # fmt: skip
-    print(f"{'method':<20} {'recall':>6} {'FP':>7} {'FPR':>5} {'FPR<=':>6} {'AUROC':>6} {'R@20':>5} {'thresh':>7} "
-          + " ".join(f"{k[:6]:>6}" for k in DISGUISES) + f" {'seconds':>7}")  # fmt: skip
+    print(_table_header())
     flagged: list[str] = []
     for name in embedders:
         for verify in (False, True):
@@ -95,11 +95,7 @@ def unseen(embedders: list[str]) -> None:
             except Exception as exc:  # noqa: BLE001 - an optional embedder (Inception weights) may be missing
                 print(f"{name:<20} unavailable: {exc}")
                 break
-            threshold = f"{s.threshold:6.3f}{'*' if s.floor_decided else ' '}"
-            print(f"{s.method:<20} {s.recall:6.3f} {f'{s.false_positives}/{s.n_real}':>7} "
-                  f"{s.false_positive_rate:5.3f} {s.fpr_upper:6.3f} {s.auroc:6.3f} {s.recall_at_k:5.3f} {threshold} "
-                  + " ".join(f"{s.recall_by_disguise[k]:6.2f}" for k in DISGUISES)
-                  + f" {time.perf_counter() - start:7.1f}", flush=True)  # fmt: skip
+            print(_table_row(s, time.perf_counter() - start), flush=True)
             if verify and s.flagged_real:
                 flagged.append(f"# {s.method} flags held-out real: {s.flagged_real}")
     print("\n".join(flagged) or "# no held-out real image is flagged after verification")
@@ -166,8 +162,7 @@ def unseen_b(embedders: list[str]) -> None:
           f"{n_copies} copies, {len(data.unrelated)} unrelated")  # fmt: skip
     print("# FP = held-out images flagged (real images and phantom subjects); FPR<= = one-sided 95 % Clopper-Pearson "
           "upper bound; thresholds from the null only (0.99 quantile; '*': the floor 0.6 decided)")  # fmt: skip
-    print(f"{'method':<20} {'recall':>6} {'FP':>7} {'FPR':>5} {'FPR<=':>6} {'AUROC':>6} {'R@20':>5} {'thresh':>7} "
-          + " ".join(f"{k[:6]:>6}" for k in DISGUISES) + f" {'seconds':>7}")  # fmt: skip
+    print(_table_header())
     notes: list[str] = []
     kind_of = dict(zip(data.real_names, data.heldout_kind, strict=True))
     n_gen = len(planted.generated)
@@ -180,11 +175,7 @@ def unseen_b(embedders: list[str]) -> None:
             except Exception as exc:  # noqa: BLE001 - an optional embedder (Inception weights) may be missing
                 print(f"{name:<20} unavailable: {exc}")
                 break
-            threshold = f"{s.threshold:6.3f}{'*' if s.floor_decided else ' '}"
-            print(f"{s.method:<20} {s.recall:6.3f} {f'{s.false_positives}/{s.n_real}':>7} "
-                  f"{s.false_positive_rate:5.3f} {s.fpr_upper:6.3f} {s.auroc:6.3f} {s.recall_at_k:5.3f} {threshold} "
-                  + " ".join(f"{s.recall_by_disguise[k]:6.2f}" for k in DISGUISES)
-                  + f" {time.perf_counter() - start:7.1f}", flush=True)  # fmt: skip
+            print(_table_row(s, time.perf_counter() - start), flush=True)
             if not verify:
                 continue
             flagged_kind = Counter(kind_of[n] for n, _ in s.flagged_real)
@@ -304,6 +295,20 @@ def main() -> None:
                 f"{time.perf_counter() - start:7.1f}",
                 flush=True,
             )
+
+
+def _table_header() -> str:
+    """The header of the unseen-set tables."""
+    return (f"{'method':<20} {'recall':>6} {'FP':>7} {'FPR':>5} {'FPR<=':>6} {'AUROC':>6} {'R@20':>5} {'thresh':>7} "
+            + " ".join(f"{k[:6]:>6}" for k in DISGUISES) + f" {'seconds':>7}")  # fmt: skip
+
+
+def _table_row(s: UnseenScore, seconds: float) -> str:
+    """One method's row of the unseen-set tables (``*`` after the threshold: the 0.6 floor decided)."""
+    threshold = f"{s.threshold:6.3f}{'*' if s.floor_decided else ' '}"
+    return (f"{s.method:<20} {s.recall:6.3f} {f'{s.false_positives}/{s.n_real}':>7} "
+            f"{s.false_positive_rate:5.3f} {s.fpr_upper:6.3f} {s.auroc:6.3f} {s.recall_at_k:5.3f} {threshold} "
+            + " ".join(f"{s.recall_by_disguise[k]:6.2f}" for k in DISGUISES) + f" {seconds:7.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":
