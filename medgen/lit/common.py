@@ -85,7 +85,7 @@ class ModelTask(L.LightningModule):
             "(lower the learning rate, enable gradient clipping or use bf16-mixed instead of 16-mixed)"
         )
 
-    def draw_validation_picture(self, x0: torch.Tensor) -> None:
+    def draw_validation_picture(self, batch: dict[str, Any]) -> None:
         """Every ``pictures.every_n_epochs``: the model's preview with fixed noise, saved and logged.
 
         Called from the first validation batch, while an EMA callback has the averaged weights in place (callbacks'
@@ -96,7 +96,7 @@ class ModelTask(L.LightningModule):
         if (self.current_epoch + 1) % self.pictures.every_n_epochs:
             return
         generator = self.step_generator(0, stream=2)
-        picture = self.model.preview(x0, self._val_cond, self.pictures.num_samples, generator)
+        picture = self.model.preview_batch(batch, self._val_cond, self.pictures.num_samples, generator)
         self.log_samples(picture.float().cpu())
 
     def log_samples(self, samples: torch.Tensor) -> Path | None:

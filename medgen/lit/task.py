@@ -82,7 +82,7 @@ class GenerativeTask(ModelTask):
         if batch_idx == 0:
             cond = self.condition(batch)
             self._val_cond = None if cond is None else cond[: self.pictures.num_samples]
-            self.draw_validation_picture(batch["image"])
+            self.draw_validation_picture(batch)
         return terms["loss"]
 
     # ------------------------------------------------------------------ optimisation

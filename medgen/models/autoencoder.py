@@ -13,17 +13,20 @@ import torch
 from monai.losses import SSIMLoss
 from torch.nn import functional as F
 
+from medgen.models.adversarial import AdversarialModel, Duel, Play
 from medgen.models.base import TrainableModel
 from medgen.nets.autoencoder import KLAutoencoder
 from medgen.nets.condition import Condition
 
 
-class Autoencoder(TrainableModel):
+class Autoencoder(AdversarialModel, TrainableModel):
     """A :class:`~medgen.nets.autoencoder.KLAutoencoder` with its training loss (2D or 3D, as the net is).
 
     Loss: ``L1(x̂, x) + ssim_weight · (1 − SSIM(x̂, x)) + kl_weight · KL(q(z|x) ‖ N(0, I)) / B`` with ``x̂``
     decoded from a posterior draw. The SSIM term stands in for the LPIPS perceptual loss of Rombach et al.
-    (arXiv 2112.10752), whose ImageNet weights cannot be had offline; an adversarial term is not included yet.
+    (arXiv 2112.10752), whose ImageNet weights cannot be had offline. Trained by ``medgen.lit.AdversarialTask``
+    (:meth:`play`), a patch discriminator adds the adversarial term of Esser et al. (arXiv 2012.09841) after
+    ``adversarial.warmup_steps``; trained by ``medgen.lit.GenerativeTask``, the loss is the reconstruction alone.
 
     Args:
         net: The autoencoder.
@@ -75,8 +78,17 @@ class Autoencoder(TrainableModel):
         """Total loss with its ``l1`` and ``kl`` terms."""
         posterior = self.net.posterior(x0)
         recon = self.net.decode(posterior.sample(generator))
+        return self._terms(recon, x0, posterior.kl().mean())
+
+    def play(self, batch: dict[str, Any], cond: Condition | None, generator: torch.Generator) -> Play:
+        """Real images against their reconstructions from a posterior draw; the reconstruction terms as supervised."""
+        x0 = batch["image"]
+        posterior = self.net.posterior(x0)
+        recon = self.net.decode(posterior.sample(generator))
+        return Play([Duel("image", x0, recon)], self._terms(recon, x0, posterior.kl().mean()))
+
+    def _terms(self, recon: torch.Tensor, x0: torch.Tensor, kl: torch.Tensor) -> dict[str, torch.Tensor]:
         l1 = (recon - x0).abs().mean()
-        kl = posterior.kl().mean()
         loss = l1 + self.kl_weight * kl
         if self.ssim_weight > 0:
             loss = loss + self.ssim_weight * ssim_loss(recon, x0)

@@ -76,6 +76,15 @@ class TrainableModel(nn.Module):
         """Images ``(N, C, *spatial)`` for the validation picture, from a validation batch ``x0``."""
         raise NotImplementedError
 
+    def preview_batch(
+        self, batch: dict[str, Any], cond: Condition | None, num: int, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Images for the validation picture from a whole validation batch (default: :meth:`preview` of its images).
+
+        Models that need more than the images (a translation model's source images) override this.
+        """
+        return self.preview(batch["image"], cond, num, generator)
+
     def validation_metrics(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
         """Extra scalar metrics of a validation batch (logged as ``val/<name>``); none by default."""
         return {}

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from medgen.errors import InputError, MedgenError
+from medgen.models.adversarial import AdversarialModel, Duel, Play
 from medgen.models.base import GenerativeModel
 from medgen.models.defaults import SamplingDefaults
 from medgen.nets.condition import Condition
@@ -25,7 +26,7 @@ from medgen.sampling.common import Generators
 FORWARD = "forward"
 
 
-class GANModel(GenerativeModel):
+class GANModel(AdversarialModel, GenerativeModel):
     """Generative adversarial network's generator, with the sampling vocabulary of every medgen family.
 
     Args:
@@ -59,6 +60,11 @@ class GANModel(GenerativeModel):
     ) -> dict[str, torch.Tensor]:
         """Not a single loss: a GAN trains against a discriminator."""
         raise MedgenError("a GAN trains with medgen.lit.AdversarialTask (generator and discriminator losses)")
+
+    def play(self, batch: dict[str, Any], cond: Condition | None, generator: torch.Generator) -> Play:
+        """Real images against as many drawn from fresh latents (one duel, no supervised terms)."""
+        x = batch["image"]
+        return Play([Duel("image", x, self.net(self.latents(x.shape[0], generator), cond), cond)])
 
     def latents(self, num: int, generator: Generators) -> torch.Tensor:
         """``(num, latent_dim)`` standard-normal latents: row i from ``generator[i]`` when one is given per sample."""

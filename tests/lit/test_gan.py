@@ -112,7 +112,7 @@ def test_smoke_config_trains_resumes_exactly_and_generates(tmp_path: Path, spati
         assert a[key].keys() == b[key].keys()
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), f"{key}[{name}] differs after resume"
-    assert any(k.startswith("discriminator.") for k in a["current_model_state"])
+    assert any(k.startswith("discriminators.image.") for k in a["current_model_state"])
     for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
         for state_a, state_b in zip(opt_a["state"].values(), opt_b["state"].values(), strict=True):
             assert torch.equal(state_a["exp_avg"], state_b["exp_avg"])
