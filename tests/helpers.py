@@ -29,3 +29,49 @@ def tiny_unet(spatial_dims: int, seed: int = 0, **overrides: object):  # type: i
             if p.ndim > 1 and not p.any():
                 p.normal_(std=0.05)
     return net
+
+
+def fit_smoke(config, root, *extra: str):  # type: ignore[no-untyped-def]
+    """Run ``medgen fit --config config`` under ``root`` (no progress bar); the checkpoints folder."""
+    from medgen.cli import main
+
+    code = main(["fit", "--config", str(config), "--trainer.default_root_dir", str(root),
+                 "--trainer.enable_progress_bar", "false", *extra])  # fmt: skip
+    assert code == 0
+    return root / "lightning_logs" / "version_0" / "checkpoints"
+
+
+def straight_and_resumed(config_text: str, tmp_path, steps: int = 4):  # type: ignore[no-untyped-def]
+    """Train a smoke config ``steps`` steps straight and again resumed from its step ``steps // 2`` checkpoint.
+
+    ``config_text`` must hold ``every_n_train_steps: 5}`` (the smoke configs' checkpoint interval); it is rewritten
+    to keep a checkpoint every ``steps // 2`` steps. Returns ``(straight checkpoints folder, resumed one)``.
+    """
+    half = steps // 2
+    assert "every_n_train_steps: 5}" in config_text
+    config = tmp_path / "smoke.yaml"
+    config.write_text(config_text.replace("every_n_train_steps: 5}", f"every_n_train_steps: {half}, save_top_k: -1}}"))
+    straight = fit_smoke(config, tmp_path / "straight", "--trainer.max_steps", str(steps))
+    middle = next(straight.glob(f"*-step={half}.ckpt"))
+    resumed = fit_smoke(config, tmp_path / "resumed", "--trainer.max_steps", str(steps), "--ckpt_path", str(middle))
+    return straight, resumed
+
+
+def assert_same_checkpoints(a_path, b_path) -> None:  # type: ignore[no-untyped-def]
+    """Two ``.ckpt`` files hold bit-identical weights, EMA weights and optimizer moments, at the same step."""
+    import torch
+
+    a = torch.load(a_path, weights_only=True)
+    b = torch.load(b_path, weights_only=True)
+    assert a["global_step"] == b["global_step"]
+    for key in ("current_model_state", "state_dict"):
+        if key not in a:
+            continue
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}[{name}] differs after resume"
+    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+        assert opt_a["state"].keys() == opt_b["state"].keys()
+        for state_a, state_b in zip(opt_a["state"].values(), opt_b["state"].values(), strict=True):
+            for moment in ("exp_avg", "exp_avg_sq"):
+                assert torch.equal(state_a[moment], state_b[moment])

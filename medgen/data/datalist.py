@@ -1,7 +1,8 @@
 """Finding training images: a plain folder, or a CSV/JSON datalist with per-sample conditions.
 
 A datalist has one row per image with an ``image`` column (path, relative to the datalist's folder
-or absolute) and optional ``mask`` (paired mask/label path), ``subject`` (patient id used for the
+or absolute) and optional ``mask`` (paired mask/label path), ``source`` (the input image of an image-to-image
+pair, on the same grid; ``image`` is then the pair's target), ``subject`` (patient id used for the
 train/val split) and any number of condition columns (class labels, age, sex …). Numeric condition
 values stay numbers; text values become integer codes (sorted vocabulary), reported back to the user.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from medgen.data.formats import SUFFIXES, looks_like_dicom, suffix_of
 from medgen.errors import InputError
 
-RESERVED_COLUMNS = ("image", "mask", "subject")
+RESERVED_COLUMNS = ("image", "mask", "source", "subject")
 _MASK_SUFFIX = re.compile(r"(_mask|_seg|_label|_labels)$", re.IGNORECASE)
 
 
@@ -29,6 +30,7 @@ class ImageRecord:
         image: Path to the image file or DICOM series folder.
         subject: Subject/patient id; all images of one subject stay in one split.
         mask: Optional paired mask or label map path.
+        source: Optional input image of an image-to-image pair (``image`` is its target); same grid as ``image``.
         conditions: Condition values by column name (numbers; text columns are coded as integers).
     """
 
@@ -36,14 +38,27 @@ class ImageRecord:
     subject: str
     mask: str | None = None
     conditions: dict[str, float] = field(default_factory=dict)
+    source: str | None = None
 
 
 @dataclass
 class Datalist:
-    """Records plus the vocabulary of text-valued condition columns."""
+    """Records plus the vocabulary of text-valued condition columns.
+
+    Attributes:
+        records: One per image.
+        vocab: Text values of each text-valued condition column, in code order.
+        origin: Where the records came from (the folder or datalist file; ``""`` when built in code).
+    """
 
     records: list[ImageRecord]
     vocab: dict[str, list[str]] = field(default_factory=dict)
+    origin: str = ""
+
+    @property
+    def paired(self) -> bool:
+        """Every record has a ``source`` image (image-to-image pairs)."""
+        return bool(self.records) and all(r.source for r in self.records)
 
 
 def find_records(data_dir: str | Path) -> Datalist:
@@ -65,7 +80,7 @@ def find_records(data_dir: str | Path) -> Datalist:
         if path.suffix.lower() == ".json":
             return _from_rows(path, _read_json(path))
         raise InputError(path, "data_dir must be a folder, a .csv or a .json datalist")
-    return Datalist(_scan_folder(path))
+    return Datalist(_scan_folder(path), origin=str(path))
 
 
 def _scan_folder(folder: Path) -> list[ImageRecord]:
@@ -168,6 +183,11 @@ def _from_rows(path: Path, rows: list[dict[str, str]]) -> Datalist:
             raise InputError(where, "the 'image' value is empty")
         image = _resolve(path, row["image"], where, "image")
         mask = _resolve(path, row["mask"], where, "mask") if row.get("mask") else None
+        source = None
+        if "source" in row:
+            if not row["source"]:
+                raise InputError(where, "the 'source' value is empty (every pair needs its input image)")
+            source = _resolve(path, row["source"], where, "source")
         conditions = {}
         for c in columns:
             value = row.get(c)
@@ -175,8 +195,8 @@ def _from_rows(path: Path, rows: list[dict[str, str]]) -> Datalist:
                 raise InputError(where, f"condition column '{c}' is empty")
             conditions[c] = float(vocab[c].index(str(value))) if c in vocab else float(value)  # type: ignore[arg-type]
         subject = str(row.get("subject") or Path(row["image"]).name.split(".")[0])
-        records.append(ImageRecord(image=image, subject=subject, mask=mask, conditions=conditions))
-    return Datalist(records, vocab)
+        records.append(ImageRecord(image=image, subject=subject, mask=mask, conditions=conditions, source=source))
+    return Datalist(records, vocab, str(path))
 
 
 def _resolve(datalist: Path, value: str, where: str, column: str) -> str:

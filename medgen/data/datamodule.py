@@ -33,7 +33,9 @@ class MedicalImageDataModule(L.LightningDataModule):
     Args:
         data_dir: Folder of images (NIfTI, MHA/MHD, NRRD, DICOM files or series folders, PNG/JPEG/TIFF,
             NPY; searched recursively; ``*_mask``/``*_seg`` files pair with their image) or a CSV/JSON
-            datalist with an ``image`` column and optional ``mask``, ``subject`` and condition columns.
+            datalist with an ``image`` column and optional ``mask``, ``source`` (the input image of an
+            image-to-image pair on the grid of its target ``image``; batches then carry ``source``, prepared
+            exactly like ``image``), ``subject`` and condition columns.
         modality: ``ct``, ``mri``, ``xray`` or ``auto`` (DICOM Modality tag, else a guess from values).
         spatial_dims: 2 or 3.
         image_size: Output size (one int for all sides, or one per side); default 256 (2D) / 128 (3D).
@@ -56,6 +58,8 @@ class MedicalImageDataModule(L.LightningDataModule):
         cache_dir: Folder of the disk cache.
         skip_unreadable: Skip files that cannot be read and report them, instead of failing.
         conditions: Datalist columns used as conditions (None: every non-reserved column).
+        source_modality: Modality option of the pairs' ``source`` images (None: the same as ``modality``), e.g.
+            ``ct`` for CT-to-MRI translation with ``modality: mri``.
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class MedicalImageDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         skip_unreadable: bool = False,
         conditions: list[str] | None = None,
+        source_modality: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -118,6 +123,7 @@ class MedicalImageDataModule(L.LightningDataModule):
             slice_axis=slice_axis,
             min_foreground=min_foreground,
             patches=patches,
+            source_modality=None if source_modality is None else check_modality_option(source_modality),
         )
         self.datalist: Datalist | None = None
         self.skipped: list[tuple[str, str]] = []
@@ -142,12 +148,14 @@ class MedicalImageDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Find images, split by subject and build the (cached) datasets."""
         if self.train_set is not None:
+            self._check_columns(self.datalist)
             return
         datalist = find_records(self.data_dir)
+        self._check_columns(datalist)
         records = self._select_conditions(datalist.records)
         if self.skip_unreadable:
             records = self._drop_unreadable(records)
-        self.datalist = Datalist(records, datalist.vocab)
+        self.datalist = Datalist(records, datalist.vocab, datalist.origin)
         split = split_by_subject(records, self.val_fraction, self.seed)
         self.train_set = self._dataset(split.train, progress=True)
         self.train_subjects = sorted({r.subject for r in split.train})
@@ -159,6 +167,33 @@ class MedicalImageDataModule(L.LightningDataModule):
         if self.spatial_dims == 2:
             return SliceDataset(records, self.config, self.cache, self.cache_dir, self.num_workers, progress)
         return SampleDataset(records, self.config, self.cache, self.cache_dir, self.num_workers)
+
+    def _check_columns(self, datalist: Datalist | None) -> None:
+        """Check that the data has the columns the attached model trains on (``data_columns`` of the model).
+
+        Raises:
+            InputError: Naming the datalist and the missing column (e.g. pix2pix given data without ``source``).
+        """
+        trainer = self._attached_trainer()
+        task = None if trainer is None else getattr(trainer, "lightning_module", None)
+        model = getattr(task, "model", None)
+        if datalist is None or model is None:
+            return
+        needed = tuple(getattr(model, "data_columns", ()))
+        if "source" in needed and not datalist.paired:
+            raise InputError(
+                datalist.origin or self.data_dir,
+                f"{type(model).__name__} trains on image pairs: the datalist needs a 'source' column "
+                "(the input image of each pair; 'image' is its target)",
+            )
+        available = set(datalist.records[0].conditions) if datalist.records else set()
+        missing = [c for c in needed if c != "source" and c not in available]
+        if missing:
+            raise InputError(
+                datalist.origin or self.data_dir,
+                f"{type(model).__name__} needs the datalist column(s) {', '.join(missing)} "
+                f"(has: {', '.join(sorted(available)) or 'none'})",
+            )
 
     def _select_conditions(self, records: list[ImageRecord]) -> list[ImageRecord]:
         if self.conditions is None:
@@ -181,6 +216,8 @@ class MedicalImageDataModule(L.LightningDataModule):
                 image = load_image(r.image)
                 if r.mask and tuple(load_image(r.mask).shape) != tuple(image.shape):
                     raise ImageReadError(r.mask, "mask shape does not match its image")
+                if r.source:
+                    load_image(r.source)
             except ImageReadError as exc:
                 self.skipped.append((exc.subject, exc.problem))
                 log.warning("skipping unreadable %s", exc)
@@ -201,12 +238,17 @@ class MedicalImageDataModule(L.LightningDataModule):
             ``{"kind": "percentile"|"zscore"}``, not invertible), ``preprocessing`` (``target_spacing`` and
             ``resize_mode``: generation prepares conditioning images the same way), ``n_train`` (training samples),
             ``n_subjects`` (subjects in the training split only; validation subjects are not counted),
-            ``num_workers`` (the number used) and ``vocab``.
+            ``num_workers`` (the number used), ``vocab``, and for paired data (a ``source`` column)
+            ``source_modality`` (the modality the pair inputs were normalised as; None without pairs) and
+            ``source_intensity`` (their mapping, like ``intensity``).
         """
         modality, spacing = self._grid_of_first_image()
+        source_modality = self._source_modality()
         return {
             "data_dir": str(self.data_dir),
             "modality": modality,
+            "source_modality": source_modality,
+            "source_intensity": None if source_modality is None else self._intensity(source_modality).to_dict(),
             "spatial_dims": self.spatial_dims,
             "image_size": list(self.image_size),
             "spacing": spacing,
@@ -220,6 +262,19 @@ class MedicalImageDataModule(L.LightningDataModule):
                 "resize_mode": self.config.resize_mode,
             },
         }
+
+    def _source_modality(self) -> str | None:
+        """Modality the pair inputs are normalised as (``modality`` when not set; None for unpaired data)."""
+        if self.datalist is None or not self.datalist.paired:
+            return None
+        option = self.config.source_modality or self.config.modality
+        if option != "auto":
+            return option
+        try:
+            return str(load_image(self.datalist.records[0].source or "").meta.get("modality", "auto"))
+        except ImageReadError as exc:
+            log.warning("cannot describe the pair inputs from %s", exc)
+            return "auto"
 
     def _grid_of_first_image(self) -> tuple[str, list[float] | None]:
         """(modality, grid spacing) from the first training image, read once per setup (checkpoints ask often)."""

@@ -41,6 +41,7 @@ class PipelineConfig:
         slice_axis: Axis of the RAS volume that slices are cut along (2 = axial).
         min_foreground: Minimum fraction of a slice above background for it to be kept.
         patches: For 3D, random crops of ``image_size`` instead of whole resized volumes.
+        source_modality: Modality option of pair inputs (``source``); None: the same as ``modality``.
     """
 
     spatial_dims: int = 2
@@ -52,19 +53,27 @@ class PipelineConfig:
     slice_axis: int = 2
     min_foreground: float = 0.15
     patches: bool = False
+    source_modality: str | None = None
+
+    def chain(self, spatial_rank: int | None) -> list[Any]:
+        """The shared deterministic steps (:func:`~medgen.data.transforms.volume_chain`) for this configuration."""
+        return volume_chain(spatial_rank, self.modality, self.preset, self.target_spacing, self.source_modality)
 
 
 def record_dicts(records: Sequence[ImageRecord]) -> list[dict[str, Any]]:
-    """MONAI-style data dicts (``image``, ``mask``, ``subject``, ``cond``) from records.
+    """MONAI-style data dicts (``image``, ``mask``, ``source``, ``subject``, ``cond``) from records.
 
-    Masks are kept only when every record has one, so that every batch has the same keys.
+    Masks and sources are kept only when every record has one, so that every batch has the same keys.
     """
     with_masks = all(r.mask for r in records)
+    with_sources = bool(records) and all(r.source for r in records)
     out = []
     for r in records:
         d: dict[str, Any] = {"image": r.image, "subject": r.subject, "cond": dict(r.conditions)}
         if with_masks:
             d["mask"] = r.mask
+        if with_sources:
+            d["source"] = r.source
         out.append(d)
     return out
 
@@ -122,13 +131,13 @@ class SampleDataset(TorchDataset):
         cache_dir: str | Path | None = None,
         num_workers: int = 0,
     ) -> None:
-        steps = volume_chain(config.spatial_dims, config.modality, config.preset, config.target_spacing)
+        steps = config.chain(config.spatial_dims)
         if config.patches:
-            steps.append(SpatialPadd("image", config.image_size, value=BACKGROUND))
+            steps.append(SpatialPadd(("image", "source"), config.image_size, value=BACKGROUND, allow_missing_keys=True))
             steps.append(SpatialPadd("mask", config.image_size, value=0.0, allow_missing_keys=True))
-            steps.append(
+            steps.append(  # one crop position for every key: a pair stays aligned
                 RandSpatialCropd(
-                    ("image", "mask"), roi_size=config.image_size, random_size=False, allow_missing_keys=True
+                    ("image", "mask", "source"), roi_size=config.image_size, random_size=False, allow_missing_keys=True
                 )
             )
         else:
@@ -141,7 +150,7 @@ class SampleDataset(TorchDataset):
         return len(self._data)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """``{"image": (1, *image_size), "subject": str, "cond": {name: ()}, ["mask"]}``."""
+        """``{"image": (1, *image_size), "subject": str, "cond": {name: ()}, ["mask"], ["source"]}``."""
         return reraise_medgen(lambda: self._data[index])
 
 
@@ -149,7 +158,8 @@ class SliceDataset(TorchDataset):
     """2D slices cut from volumes (2D images count as one slice), with a foreground filter.
 
     Volumes go through the shared chain once; the kept slices are sized and, with ``cache`` other than
-    ``"none"``, stored as one tensor so that serving a slice is an index lookup. With ``cache="none"``
+    ``"none"``, stored as one tensor so that serving a slice is an index lookup. A pair's ``source`` gives the slice of
+    the same index (the foreground filter looks at the target ``image``). With ``cache="none"``
     every item re-reads its volume (the plain pipeline, kept as a baseline for benchmarks).
 
     Args:
@@ -176,7 +186,7 @@ class SliceDataset(TorchDataset):
         self.config = config
         self._size = SizeTo(config.image_size, config.resize_mode, "area", BACKGROUND)
         self._size_mask = SizeTo(config.image_size, config.resize_mode, "nearest", 0.0)
-        steps = volume_chain(None, config.modality, config.preset, config.target_spacing) + [ToSampled()]
+        steps = config.chain(None) + [ToSampled()]
         volume_cache: CacheMode = "disk" if cache == "disk" else "none"
         self._volumes = cached_dataset(record_dicts(self.records), Compose(steps), volume_cache, cache_dir, num_workers)
         self.index: list[tuple[int, int]] = []
@@ -184,53 +194,50 @@ class SliceDataset(TorchDataset):
         self._build(progress)
 
     def _build(self, progress: bool) -> None:
-        images, masks = [], []
+        cut: dict[str, list[torch.Tensor]] = {"image": [], "mask": [], "source": []}
         n = len(self.records)
         for vi in progress_iter(range(n), "slicing volumes") if progress else range(n):
             sample = self._volume(vi)
-            for si, (img, mask) in enumerate(self._slices(sample)):
-                if foreground_fraction(img) < self.config.min_foreground:
+            for si, parts in enumerate(self._slices(sample)):
+                if foreground_fraction(parts["image"]) < self.config.min_foreground:
                     continue
                 self.index.append((vi, si))
                 if self._cached is not None:
-                    images.append(self._size(img))
-                    if mask is not None:
-                        masks.append(self._size_mask(mask))
-        if self._cached is not None and images:
-            self._cached["image"] = torch.stack(images)
-            if len(masks) == len(images):
-                self._cached["mask"] = torch.stack(masks)
+                    for key, value in self._sized(parts).items():
+                        cut[key].append(value)
+        if self._cached is not None and cut["image"]:
+            self._cached.update({k: torch.stack(v) for k, v in cut.items() if len(v) == len(cut["image"])})
 
     def _volume(self, index: int) -> dict[str, Any]:
         """The preprocessed volume ``index`` (``image`` of shape ``(1, X, Y[, Z])``)."""
         return reraise_medgen(lambda: self._volumes[index])
 
-    def _slices(self, sample: dict[str, Any]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        img, mask = sample["image"], sample.get("mask")
-        if img.ndim == 3:  # a 2D image is one slice
-            return [(img, mask)]
+    def _slices(self, sample: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
+        """Per slice, ``{"image", ["mask"], ["source"]}`` of shape ``(1, H, W)`` (same index for every key)."""
+        parts = {k: sample[k] for k in ("image", "mask", "source") if sample.get(k) is not None}
+        if sample["image"].ndim == 3:  # a 2D image is one slice
+            return [parts]
         axis = self.config.slice_axis + 1
-        n = img.shape[axis]
-        return [(img.select(axis, i), None if mask is None else mask.select(axis, i)) for i in range(n)]
+        n = sample["image"].shape[axis]
+        return [{k: v.select(axis, i) for k, v in parts.items()} for i in range(n)]
+
+    def _sized(self, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Slices brought to ``image_size``: images and sources by area, masks by nearest neighbour."""
+        return {k: self._size_mask(v) if k == "mask" else self._size(v) for k, v in parts.items()}
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """``{"image": (1, H, W), "subject": str, "cond": {name: ()}, ["mask"], "slice": int}``."""
+        """``{"image": (1, H, W), "subject": str, "cond": {name: ()}, ["mask"], ["source"], "slice": int}``."""
         vi, si = self.index[index]
         record = self.records[vi]
         out: dict[str, Any] = {"subject": record.subject, "slice": si}
         out["cond"] = {k: torch.tensor(float(v)) for k, v in record.conditions.items()}
         if self._cached is not None:
-            out["image"] = self._cached["image"][index]
-            if "mask" in self._cached:
-                out["mask"] = self._cached["mask"][index]
+            out.update({k: v[index] for k, v in self._cached.items()})
             return out
-        img, mask = self._slices(self._volume(vi))[si]
-        out["image"] = self._size(img)
-        if mask is not None:
-            out["mask"] = self._size_mask(mask)
+        out.update(self._sized(self._slices(self._volume(vi))[si]))
         return out
 
 

@@ -210,18 +210,20 @@ class AdversarialTask(ModelTask):
             logs["train/g_loss"] = loss_g.detach()
             logs.update({f"train/{k}": v.detach() for k, v in play.terms.items() if k != "loss"})
         self.iteration += 1
-        main = "train/d_loss" if playing else "train/g_loss"
-        self.log(main, logs.pop(main), prog_bar=True, batch_size=size)
+        shown: dict[str, torch.Tensor] = {k: logs.pop(k) for k in ("train/d_loss", "train/g_loss") if k in logs}
+        self.log_dict(shown, prog_bar=True, batch_size=size)
         self.log_dict(logs, prog_bar=False, batch_size=size)
 
     def _discriminator_step(
         self, batch: dict[str, Any], cond: Condition | None, g: torch.Generator, opt_d: Any, sched_d: Any
     ) -> dict[str, torch.Tensor]:
-        """Update every discriminator on a play made without gradients; the logs."""
+        """Update every discriminator on a play made without gradients; the logs (none when the play has no duel)."""
         adv = self.adversarial
-        self.toggle_optimizer(opt_d)
         with torch.no_grad():
             play = self.player.play(batch, cond, g)
+        if not play.duels:  # e.g. a CycleGAN batch from one domain: no discriminator has both real and fake images
+            return {}
+        self.toggle_optimizer(opt_d)
         loss_d = torch.zeros((), device=self.device)
         accuracies, penalties, r1s = [], [], []
         for duel in play.duels:
@@ -274,10 +276,11 @@ class AdversarialTask(ModelTask):
         x = batch["image"]
         cond = self.condition(batch)
         play: Play = self.player.play(batch, cond, self.step_generator(batch_idx, stream=1))
-        accuracy = torch.stack(
-            [discriminator_accuracy(self.judge(d, d.real), self.judge(d, d.fake)) for d in play.duels]
-        ).mean()
-        metrics = {"val/d_accuracy": accuracy, **{f"val/{k}": v for k, v in play.terms.items()}}
+        accuracies = [discriminator_accuracy(self.judge(d, d.real), self.judge(d, d.fake)) for d in play.duels]
+        accuracy = torch.stack(accuracies).mean() if accuracies else torch.full((), float("nan"), device=self.device)
+        metrics = {f"val/{k}": v for k, v in play.terms.items()}
+        if accuracies:  # a play may have no duel (a CycleGAN batch from one domain)
+            metrics["val/d_accuracy"] = accuracy
         metrics.update({f"val/{k}": v for k, v in self.model.validation_metrics(x).items()})
         self.log_dict(metrics, prog_bar=True, sync_dist=True, batch_size=x.shape[0])
         if batch_idx == 0:

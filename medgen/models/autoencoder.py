@@ -7,6 +7,7 @@ encodes and decodes, and a latent family (:mod:`medgen.models.latent`) generates
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from medgen.models.adversarial import AdversarialModel, Duel, Play
 from medgen.models.base import TrainableModel
 from medgen.nets.autoencoder import KLAutoencoder
 from medgen.nets.condition import Condition
+from medgen.objectives.perceptual import MedicalNetFeatures, Perceptual, perceptual_distance
 
 
 class Autoencoder(AdversarialModel, TrainableModel):
@@ -32,6 +34,8 @@ class Autoencoder(AdversarialModel, TrainableModel):
         net: The autoencoder.
         kl_weight: Weight of the KL term (small: the latent should stay informative, ~1e-6 in LDMs).
         ssim_weight: Weight of the structural term (0 turns it off).
+        perceptual: A MedicalNet perceptual term from weights in a local file (:mod:`medgen.objectives.perceptual`;
+            None: off). The file is read at the first training step, never at inference, and is not saved.
         sample_size: Image size (None: from the data module).
     """
 
@@ -43,12 +47,15 @@ class Autoencoder(AdversarialModel, TrainableModel):
         net: KLAutoencoder,
         kl_weight: float = 1e-6,
         ssim_weight: float = 0.25,
+        perceptual: Perceptual | None = None,
         sample_size: Collection[int] | None = None,
     ) -> None:
         super().__init__(sample_size)
         self.net = net
         self.kl_weight = kl_weight
         self.ssim_weight = ssim_weight
+        self.perceptual = perceptual
+        self._features: list[MedicalNetFeatures] = []  # a list: the frozen trunk is not part of the state dict
 
     @property
     def spatial_dims(self) -> int:
@@ -57,7 +64,12 @@ class Autoencoder(AdversarialModel, TrainableModel):
 
     def init_args(self) -> dict[str, Any]:
         """Network and loss weights."""
-        return {"net": self.net.config, "kl_weight": self.kl_weight, "ssim_weight": self.ssim_weight}
+        return {
+            "net": self.net.config,
+            "kl_weight": self.kl_weight,
+            "ssim_weight": self.ssim_weight,
+            "perceptual": None if self.perceptual is None else asdict(self.perceptual),
+        }
 
     def describe(self) -> dict[str, Any]:
         """Metadata with the network, the downsampling factor and the latent channels."""
@@ -90,9 +102,21 @@ class Autoencoder(AdversarialModel, TrainableModel):
     def _terms(self, recon: torch.Tensor, x0: torch.Tensor, kl: torch.Tensor) -> dict[str, torch.Tensor]:
         l1 = (recon - x0).abs().mean()
         loss = l1 + self.kl_weight * kl
+        terms = {"l1": l1, "kl": kl}
         if self.ssim_weight > 0:
             loss = loss + self.ssim_weight * ssim_loss(recon, x0)
-        return {"loss": loss, "l1": l1, "kl": kl}
+        if self.perceptual is not None:
+            terms["perceptual"] = perceptual_distance(self._perceptual_features(recon.device), recon, x0)
+            loss = loss + self.perceptual.weight * terms["perceptual"]
+        return {"loss": loss, **terms}
+
+    def _perceptual_features(self, device: torch.device) -> MedicalNetFeatures:
+        """The frozen MedicalNet trunk on ``device``, read from the weights file on first use."""
+        if not self._features:
+            assert self.perceptual is not None
+            self._features.append(MedicalNetFeatures(self.perceptual.weights))
+        self._features[0].to(device)
+        return self._features[0]
 
     def validation_metrics(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
         """PSNR and SSIM of the posterior-mean reconstructions (data range 2: images in [-1, 1])."""
