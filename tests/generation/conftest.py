@@ -32,11 +32,25 @@ def tiny_model(
     seed: int = 0,
     image_channels: int = 0,
 ) -> torch.nn.Module:
-    """A seeded tiny model of ``family`` (``diffusion``, ``flow``, ``latent``, ``latent-flow``), 3 sampling steps."""
-    from medgen.models import DiffusionModel, FlowModel, LatentDiffusionModel, LatentFlowModel, SamplingDefaults
+    """A seeded tiny model of ``family`` (``diffusion``, ``flow``, ``latent``, ``latent-flow``: 3 sampling steps;
+    ``gan``: an up-sampling generator)."""
+    from medgen.models import (
+        DiffusionModel,
+        FlowModel,
+        GANModel,
+        LatentDiffusionModel,
+        LatentFlowModel,
+        SamplingDefaults,
+    )
+    from medgen.nets.gan import UpsamplingGenerator
     from medgen.objectives import DiffusionObjective
 
     size = [16, 16] if spatial_dims == 2 else [8, 8, 8]
+    if family == "gan":
+        torch.manual_seed(seed)
+        channels = (16, 8, 8) if spatial_dims == 2 else (16, 8)
+        return GANModel(UpsamplingGenerator(spatial_dims, size, latent_dim=8, channels=channels,
+                                            conditions=conditions or []))  # fmt: skip
     if family in ("latent", "latent-flow"):
         autoencoder = tiny_autoencoder(spatial_dims, seed)
         net = tiny_unet(spatial_dims, seed=seed, conditions=conditions or [], in_channels=4, out_channels=4)

@@ -6,12 +6,17 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from medgen.cli import main
 from tests.generation.conftest import CheckpointFactory
 
 
-def test_copies_of_indexed_images_are_redrawn_or_dropped(tmp_path: Path, make_checkpoint: CheckpointFactory) -> None:
-    ckpt = make_checkpoint(2)
+@pytest.mark.parametrize("family", ["diffusion", "gan"])
+def test_copies_of_indexed_images_are_redrawn_or_dropped(
+    tmp_path: Path, make_checkpoint: CheckpointFactory, family: str
+) -> None:
+    ckpt = make_checkpoint(2, family)
     base = ["generate", "--checkpoint", str(ckpt), "--num-samples", "6", "--seed", "3"]
     # Pretend a first run's samples were training images: the same command then reproduces exact copies.
     train = tmp_path / "train"

@@ -32,7 +32,7 @@ def _hashes(out: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-@pytest.mark.parametrize("family", ["diffusion", "flow", "latent"])
+@pytest.mark.parametrize("family", ["diffusion", "flow", "latent", "gan"])
 def test_same_files_for_any_batch_size_and_rerun(
     tmp_path: Path, make_checkpoint: CheckpointFactory, spatial_dims: int, family: str
 ) -> None:
