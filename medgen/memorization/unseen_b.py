@@ -191,12 +191,16 @@ class PhantomSubject:
     params: dict[str, Any]
 
 
-def phantom_subjects() -> list[PhantomSubject]:
-    """The phantom subjects of every role (module docstring), seeds and parameters drawn from :data:`BASE_SEED`."""
+def phantom_subjects(base_seed: int = BASE_SEED) -> list[PhantomSubject]:
+    """The phantom subjects of every role (module docstring), seeds and parameters drawn from ``base_seed``.
+
+    Args:
+        base_seed: Root seed (:data:`BASE_SEED` for set B; set C passes its own).
+    """
     out = []
     for k, (family, counts) in enumerate(PHANTOM_ROLES.items()):
         total = sum(counts)
-        children = np.random.SeedSequence([BASE_SEED, k]).spawn(total)
+        children = np.random.SeedSequence([base_seed, k]).spawn(total)
         roles = ["train"] * counts[0] + ["null"] * counts[1] + ["heldout"] * counts[2]
         for i, (child, role) in enumerate(zip(children, roles, strict=True)):
             seed = int(child.generate_state(1)[0])
