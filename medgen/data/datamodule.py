@@ -166,7 +166,7 @@ class MedicalImageDataModule(L.LightningDataModule):
     def _dataset(self, records: Sequence[ImageRecord], progress: bool) -> Dataset:
         if self.spatial_dims == 2:
             return SliceDataset(records, self.config, self.cache, self.cache_dir, self.num_workers, progress)
-        return SampleDataset(records, self.config, self.cache, self.cache_dir, self.num_workers)
+        return SampleDataset(records, self.config, self.cache, self.cache_dir, self.num_workers, self.seed)
 
     def _check_columns(self, datalist: Datalist | None) -> None:
         """Check that the data has the columns the attached model trains on (``data_columns`` of the model).
@@ -328,7 +328,9 @@ class MedicalImageDataModule(L.LightningDataModule):
     def train_sampler(self, num_replicas: int = 1, rank: int = 0) -> ResumableRandomSampler:
         """The training sampler of process ``rank`` of ``num_replicas``, at the resumed position if any."""
         assert self.train_set is not None, "call setup() first"
-        sampler = ResumableRandomSampler(len(self.train_set), self.seed, num_replicas, rank)  # type: ignore[arg-type]
+        size = len(self.train_set)  # type: ignore[arg-type]
+        random_draws = bool(getattr(self.train_set, "random_draws", False))
+        sampler = ResumableRandomSampler(size, self.seed, num_replicas, rank, tag_epoch=random_draws)
         if self._resume is not None:
             sampler.resume_at(*self._resume, epoch_offset=self._epoch_offset)
         return sampler

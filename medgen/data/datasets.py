@@ -115,12 +115,19 @@ def cached_dataset(
 class SampleDataset(TorchDataset):
     """Whole images (2D) or volumes (3D), or random 3D patches, as training samples.
 
+    A patch is cut at a position drawn from ``(seed, key)``, ``key`` being the index the dataset is asked for:
+    the training sampler asks for ``epoch · len + index``
+    (:class:`~medgen.data.sampler.ResumableRandomSampler` with ``tag_epoch``), so every epoch draws new patches and
+    a resumed run draws the ones the uninterrupted run did; plain indices (validation) give fixed patches. Image,
+    mask and source share the position.
+
     Args:
         records: The images.
         config: The preprocessing configuration.
         cache: Where deterministic steps are cached.
         cache_dir: Folder for ``cache="disk"``.
         num_workers: Workers used to fill the memory cache.
+        seed: Seed of the patch positions.
     """
 
     def __init__(
@@ -130,28 +137,39 @@ class SampleDataset(TorchDataset):
         cache: CacheMode = "memory",
         cache_dir: str | Path | None = None,
         num_workers: int = 0,
+        seed: int = 0,
     ) -> None:
         steps = config.chain(config.spatial_dims)
+        self.random_draws = config.patches
+        self.seed = seed
+        self._crop: RandSpatialCropd | None = None
         if config.patches:
             steps.append(SpatialPadd(("image", "source"), config.image_size, value=BACKGROUND, allow_missing_keys=True))
             steps.append(SpatialPadd("mask", config.image_size, value=0.0, allow_missing_keys=True))
-            steps.append(  # one crop position for every key: a pair stays aligned
-                RandSpatialCropd(
-                    ("image", "mask", "source"), roi_size=config.image_size, random_size=False, allow_missing_keys=True
-                )
+            self._crop = RandSpatialCropd(  # one crop position for every key: a pair stays aligned
+                ("image", "mask", "source"), roi_size=config.image_size, random_size=False, allow_missing_keys=True
             )
         else:
             steps.append(SizeTod(config.image_size, config.resize_mode))
-        steps.append(ToSampled())
+            steps.append(ToSampled())
+        self._finish = ToSampled()
         self.records = list(records)
         self._data = cached_dataset(record_dicts(self.records), Compose(steps), cache, cache_dir, num_workers)
 
     def __len__(self) -> int:
         return len(self._data)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """``{"image": (1, *image_size), "subject": str, "cond": {name: ()}, ["mask"], ["source"]}``."""
-        return reraise_medgen(lambda: self._data[index])
+    def __getitem__(self, key: int) -> dict[str, Any]:
+        """``{"image": (1, *image_size), "subject": str, "cond": {name: ()}, ["mask"], ["source"]}``.
+
+        Args:
+            key: The index, or ``epoch · len + index`` for patches drawn anew each epoch.
+        """
+        item = reraise_medgen(lambda: self._data[key % len(self)])
+        if self._crop is None:
+            return item  # type: ignore[no-any-return]
+        self._crop.set_random_state(seed=(self.seed * 1_000_003 + key) % 2**32)
+        return self._finish(self._crop(item))
 
 
 class SliceDataset(TorchDataset):

@@ -33,12 +33,18 @@ class ResumableRandomSampler(DistributedSampler):
         seed: Base seed of the permutations.
         num_replicas: Processes sharing the epoch (the trainer's world size).
         rank: This process's global rank.
+        tag_epoch: Yield ``data epoch · dataset_size + index`` instead of ``index``, for datasets whose samples are
+            random draws (:class:`~medgen.data.datasets.SampleDataset` patches): the draw then depends on the
+            epoch and index alone, so a resumed run draws what the uninterrupted one did.
     """
 
-    def __init__(self, dataset_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self, dataset_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0, tag_epoch: bool = False
+    ) -> None:
         dataset: Any = range(dataset_size)  # DistributedSampler only takes its length
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.dataset_size = dataset_size
+        self.tag_epoch = tag_epoch
         self._resume: tuple[int, int] | None = None
         self.epoch_offset = 0
 
@@ -63,6 +69,8 @@ class ResumableRandomSampler(DistributedSampler):
         if self._resume is not None and self._resume[0] == epoch:
             order = self._padded(order[self._resume[1] :])  # padded again only if the world size changed
             self._resume = None
+        if self.tag_epoch:
+            order = order + epoch * self.dataset_size
         return iter(order[self.rank :: self.num_replicas].tolist())
 
     def _padded(self, order: torch.Tensor) -> torch.Tensor:
