@@ -55,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per medgen command."""
-    from medgen.commands import checkpoints, demo, evaluate, export, generate, inspect, memorization
+    from medgen.commands import checkpoints, demo, evaluate, export, generate, inspect, memorization, translate
 
     parser = _Parser(
         prog="medgen",
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     generate.add_parser(sub)
+    translate.add_parser(sub)
     evaluate.add_parser(sub)
     memorization.add_parser(sub)
     export.add_parser(sub)

@@ -16,6 +16,7 @@ from medgen.errors import InputError, article
 from medgen.generation.run import GenerationSummary
 from medgen.generation.writers import OutputFormat
 from medgen.models.base import GenerativeModel
+from medgen.models.translation import TranslationModel
 from medgen.store.card import ModelCard
 from medgen.store.load import load_model
 
@@ -45,10 +46,16 @@ def load_generator(ref: str | Path, use_ema: bool = True) -> LoadedGenerator:
         use_ema: From a ``.ckpt``, the EMA weights when the run kept them; False: the raw training weights.
 
     Raises:
-        InputError: Naming ``ref``: nothing there, a file failing verification, or an autoencoder (it does not
-            generate).
+        InputError: Naming ``ref``: nothing there, a file failing verification, an autoencoder or a translation
+            model (they do not generate).
     """
     model, source, card, digest = load_model(ref, use_ema=use_ema)
+    if isinstance(model, TranslationModel):
+        raise InputError(
+            ref,
+            f"is {article(card.family)} {card.family} model: it translates input images and does not generate; "
+            f"use medgen translate --checkpoint {ref} --input SRC --out DIR",
+        )
     if not isinstance(model, GenerativeModel):
         raise InputError(
             ref,
