@@ -342,10 +342,27 @@ def _onto(y: torch.Tensor, original: Any) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- files and manifest
-def list_inputs(src: str | Path) -> list[Path]:
-    """The input images of ``src``: one image file, a folder of images, or a CSV/JSON datalist.
+@dataclass(frozen=True)
+class InputFile:
+    """One input and the name of its output.
 
-    A datalist's ``source`` column (a pair's input) is used where present, else its ``image`` column.
+    Attributes:
+        path: The image file (or DICOM series folder) to translate.
+        name: Its output's name without extension: the input's own (:func:`input_stem`), or in a paired datalist
+            the pair's target (``image`` column), so ``medgen evaluate --paired`` matches outputs and targets.
+        target: The pair's target image (paired datalists only).
+    """
+
+    path: Path
+    name: str
+    target: Path | None = None
+
+
+def list_inputs(src: str | Path) -> list[InputFile]:
+    """The input images of ``src``: one image file, a folder of images, a CSV/JSON datalist or ``demo:NAME``.
+
+    A datalist with a ``source`` column (image-to-image pairs) translates each pair's source and names the output
+    after the pair's target (``image``); otherwise each ``image`` is an input named after itself.
 
     Raises:
         InputError: Nothing at ``src``, no images in it, or two inputs whose outputs would share a name.
@@ -354,20 +371,25 @@ def list_inputs(src: str | Path) -> list[Path]:
     from medgen.data.formats import is_dicom_dir
 
     path = Path(src)
-    if not path.exists():
-        raise InputError(path, "input does not exist (expected an image file, a folder of images or a datalist)")
-    if path.is_file() and path.suffix.lower() not in (".csv", ".json") or is_dicom_dir(path):
-        return [path]
-    records = find_records(path).records
-    files = [Path(r.source or r.image) for r in records]
+    if not str(src).startswith("demo:"):
+        if not path.exists():
+            raise InputError(path, "input does not exist (expected an image file, a folder of images or a datalist)")
+        if path.is_file() and path.suffix.lower() not in (".csv", ".json") or is_dicom_dir(path):
+            return [InputFile(path, input_stem(path))]
+    records = find_records(src).records
+    files = [
+        InputFile(Path(r.source), input_stem(Path(r.image)), Path(r.image))
+        if r.source
+        else InputFile(Path(r.image), input_stem(Path(r.image)))
+        for r in records
+    ]
     if not files:
         raise InputError(path, "has no images")
     seen: dict[str, Path] = {}
-    for file in files:
-        stem = input_stem(file)
-        if stem in seen:
-            raise InputError(file, f"has the same name as {seen[stem]}: outputs are named after their input")
-        seen[stem] = file
+    for item in files:
+        if item.name in seen:
+            raise InputError(item.path, f"has the same output name as {seen[item.name]} ({item.name})")
+        seen[item.name] = item.path
     return files
 
 
@@ -402,7 +424,7 @@ class TranslateOptions:
     """One translation run.
 
     Attributes:
-        inputs: The input image files.
+        inputs: The input image files and their output names.
         out_dir: Output folder (resumable).
         seed: Run seed (per file: :func:`input_seed`).
         fmt: Output format (None: each input's own, see :func:`default_format`).
@@ -412,7 +434,7 @@ class TranslateOptions:
         intensity: The training intensity mapping of the outputs (the card's), for stored units.
     """
 
-    inputs: list[Path]
+    inputs: list[InputFile]
     out_dir: Path
     seed: int = 0
     fmt: OutputFormat | None = None
@@ -492,14 +514,15 @@ def translate_files(
         make_batch_invariant(model)
     writer = manifest.ManifestWriter(out / manifest.MANIFEST)
     try:
-        for index, path in enumerate(progress(opts.inputs, desc="translating", total=len(opts.inputs))):
+        for index, item in enumerate(progress(opts.inputs, desc="translating", total=len(opts.inputs))):
+            path = item.path
             key = str(path.resolve())
             digest = _input_digest(path)
             row = done.get(key)
             if row is not None and row.get("input_sha256") == digest:
                 summary.skipped += 1
                 continue
-            summary.files.append(_translate_one(path, index, digest, opts, translator, grid, device, out, writer))
+            summary.files.append(_translate_one(item, index, digest, opts, translator, grid, device, out, writer))
             summary.written += 1
     finally:
         writer.close()
@@ -521,7 +544,7 @@ def _input_digest(path: Path) -> str:
 
 
 def _translate_one(
-    path: Path,
+    item: InputFile,
     index: int,
     digest: str,
     opts: TranslateOptions,
@@ -532,7 +555,7 @@ def _translate_one(
     writer: manifest.ManifestWriter,
 ) -> Path:
     """Translate, write and record one input; returns the output path."""
-    stem = input_stem(path)
+    path, stem = item.path, item.name
     seed = input_seed(opts.seed, stem)
     with batch_invariant_kernels(device):
         image, affine = translate_image(path, grid, translator.run, seed)
@@ -540,20 +563,21 @@ def _translate_one(
     fmt: OutputFormat = opts.fmt or default_format(path, dims)
     if fmt == "png" and dims == 3:
         raise InputError("--format", f"png is for 2D images but {path} is a volume; use nifti, mha, nrrd or npy")
-    target = out / f"{stem}.{EXTENSIONS[fmt]}"
-    _remove_temporaries(out, [target.name])
-    write_sample(torch.nan_to_num(image), target, fmt, affine, opts.intensity)
+    output = out / f"{stem}.{EXTENSIONS[fmt]}"
+    _remove_temporaries(out, [output.name])
+    write_sample(torch.nan_to_num(image), output, fmt, affine, opts.intensity)
     spacing = [round(float(v), 6) for v in np.linalg.norm(affine[:3, : image.ndim - 1], axis=0)]
     writer.append({
-        "index": index, "file": target.name, "sha256": file_sha256(target), "input": str(path.resolve()),
-        "input_sha256": digest, "checkpoint": opts.checkpoint, "checkpoint_sha256": opts.checkpoint_sha256,
+        "index": index, "file": output.name, "sha256": file_sha256(output), "input": str(path.resolve()),
+        "input_sha256": digest, "target_image": None if item.target is None else str(item.target.resolve()),
+        "checkpoint": opts.checkpoint, "checkpoint_sha256": opts.checkpoint_sha256,
         "seed": seed, "run_seed": opts.seed, "direction": translator.direction, "kind": translator.kind,
         "sampler": translator.sampler, "steps": translator.steps, "source": translator.source,
         "target": translator.target, "shape": list(image.shape[1:]), "spacing": spacing, "format": fmt,
         "modality": opts.modality, "medgen_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })  # fmt: skip
-    return target
+    return output
 
 
 def _drop_superseded(out: Path) -> None:

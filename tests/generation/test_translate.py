@@ -256,3 +256,19 @@ def test_mask_inputs_keep_their_labels(tmp_path: Path, spatial_dims: int) -> Non
         assert set(torch.cat([x.flatten() for x in seen]).unique().tolist()) <= {0.0, 1.0, 2.0}
         if mode == "pad_crop":  # windows of labels at the file's own voxel size: the labels come back exactly
             np.testing.assert_allclose(out[0].numpy(), load_image(path)[0].numpy(), atol=1e-5)
+
+
+def test_paired_datalist_names_outputs_after_targets(tmp_path: Path, make_checkpoint: CheckpointFactory) -> None:
+    """A datalist of pairs: each source is translated and named after its target, for ``evaluate --paired``."""
+    ckpt = make_checkpoint(3, family="flow", image_channels=1)
+    for name in ("t1_a", "t2_a", "t1_b", "t2_b"):
+        _volume(tmp_path / f"{name}.nii.gz", seed=len(name))
+    (tmp_path / "pairs.csv").write_text("image,source\nt2_a.nii.gz,t1_a.nii.gz\nt2_b.nii.gz,t1_b.nii.gz\n")
+    out = tmp_path / "out"
+    assert (
+        main(["translate", "--checkpoint", str(ckpt), "--input", str(tmp_path / "pairs.csv"), "--out", str(out)]) == 0
+    )
+    rows = sorted(_rows(out), key=lambda r: r["file"])
+    assert [r["file"] for r in rows] == ["t2_a.nii.gz", "t2_b.nii.gz"]
+    assert [Path(r["input"]).name for r in rows] == ["t1_a.nii.gz", "t1_b.nii.gz"]
+    assert [Path(r["target_image"]).name for r in rows] == ["t2_a.nii.gz", "t2_b.nii.gz"]
