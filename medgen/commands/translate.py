@@ -52,8 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--input",
         required=True,
         metavar="SRC",
-        help="one image file, a folder of images (NIfTI, MHA, NRRD, DICOM, PNG, NPY) or a CSV/JSON datalist "
-        "(its 'source' column, else 'image'), e.g. --input scans/",
+        help="one image file, a folder of images (NIfTI, MHA, NRRD, DICOM, PNG, NPY), a CSV/JSON datalist (its "
+        "'source' column, else 'image'; for CycleGAN only the rows of the direction's source domain) or demo:NAME, "
+        "e.g. --input scans/",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (rerun to resume), e.g. --out synth/")
     p.add_argument(
@@ -129,15 +130,16 @@ def run(args: argparse.Namespace) -> int:
         data_record,
         list_inputs,
         make_translator,
+        source_domain,
         translate_files,
     )
     from medgen.store.load import load_model
 
-    inputs = list_inputs(args.input)
     loaded = load_model(args.checkpoint, use_ema=not args.raw_weights)
     translator = make_translator(
         loaded.model, loaded.card, args.checkpoint, args.direction, args.method, args.steps, args.source, args.target
     )
+    inputs = list_inputs(args.input, source_domain(loaded.model, translator.direction))
     data = data_record(loaded.source.kind, loaded.source.path, loaded.card)
     grid = InputGrid.from_record(loaded.model, data, args.batch_size, args.modality, args.masks)
     opts = TranslateOptions(

@@ -358,11 +358,16 @@ class InputFile:
     target: Path | None = None
 
 
-def list_inputs(src: str | Path) -> list[InputFile]:
+def list_inputs(src: str | Path, domain: tuple[str, int] | None = None) -> list[InputFile]:
     """The input images of ``src``: one image file, a folder of images, a CSV/JSON datalist or ``demo:NAME``.
 
     A datalist with a ``source`` column (image-to-image pairs) translates each pair's source and names the output
     after the pair's target (``image``); otherwise each ``image`` is an input named after itself.
+
+    Args:
+        src: What to translate.
+        domain: ``(column, code)``: of a datalist with that condition column, only the rows of that domain (the
+            source domain of a CycleGAN direction, :func:`source_domain`); other inputs are not filtered.
 
     Raises:
         InputError: Nothing at ``src``, no images in it, or two inputs whose outputs would share a name.
@@ -377,6 +382,11 @@ def list_inputs(src: str | Path) -> list[InputFile]:
         if path.is_file() and path.suffix.lower() not in (".csv", ".json") or is_dicom_dir(path):
             return [InputFile(path, input_stem(path))]
     records = find_records(src).records
+    if domain is not None and any(domain[0] in r.conditions for r in records):
+        column, code = domain
+        records = [r for r in records if r.conditions.get(column) == code]
+        if not records:
+            raise InputError(src, f"has no rows of domain {code} (column '{column}') to translate from")
     files = [
         InputFile(Path(r.source), input_stem(Path(r.image)), Path(r.image))
         if r.source
@@ -391,6 +401,14 @@ def list_inputs(src: str | Path) -> list[InputFile]:
             raise InputError(item.path, f"has the same output name as {seen[item.name]} ({item.name})")
         seen[item.name] = item.path
     return files
+
+
+def source_domain(model: TrainableModel, direction: str) -> tuple[str, int] | None:
+    """``(column, code)`` of the domain a two-way model translates from (``a2b``: 0 = a, ``b2a``: 1 = b); else None."""
+    column = getattr(model, "domain_column", None)
+    if not isinstance(model, TranslationModel) or not isinstance(column, str) or len(model.directions) < 2:
+        return None
+    return column, 0 if direction == "a2b" else 1
 
 
 def input_stem(path: Path) -> str:

@@ -226,6 +226,14 @@ def test_translation_models(tmp_path: Path, name: str, spatial_dims: int, capsys
     if name == "cyclegan":
         assert main(b2a) == 0
         assert file_sha256(tmp_path / "b2a" / "vol.nii.gz") != file_sha256(tmp_path / "a2b" / "vol.nii.gz")
+        # a datalist with the model's domain column: each direction takes the rows of its source domain only
+        (tmp_path / "domains.csv").write_text("image,domain\nin/vol.nii.gz,a\nb.nii.gz,b\n")
+        _volume(tmp_path / "b.nii.gz", seed=5)
+        for direction, expected in (("a2b", "vol.nii.gz"), ("b2a", "b.nii.gz")):
+            out = tmp_path / f"domains_{direction}"
+            args = ["--input", str(tmp_path / "domains.csv"), "--direction", direction, "--out", str(out)]
+            assert main([*base[:3], *args]) == 0
+            assert [r["file"] for r in _rows(out)] == [expected]
     else:
         assert "b2a" in _error(capsys, b2a)
     assert "--steps" in _error(capsys, [*base, "--out", str(tmp_path / "x"), "--steps", "5"])
