@@ -130,7 +130,6 @@ def run(args: argparse.Namespace) -> int:
         data_record,
         list_inputs,
         make_translator,
-        source_domain,
         translate_files,
     )
     from medgen.store.load import load_model
@@ -139,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     translator = make_translator(
         loaded.model, loaded.card, args.checkpoint, args.direction, args.method, args.steps, args.source, args.target
     )
-    inputs = list_inputs(args.input, source_domain(loaded.model, translator.direction))
+    inputs = list_inputs(args.input, translator.from_domain)
     data = data_record(loaded.source.kind, loaded.source.path, loaded.card)
     grid = InputGrid.from_record(loaded.model, data, args.batch_size, args.modality, args.masks)
     opts = TranslateOptions(
@@ -149,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     summary = translate_files(opts, translator, grid, loaded.model, default_device(args.device))
     print(
-        f"translated {summary.written} images ({summary.skipped} already there) -> {Path(args.out) / 'manifest.jsonl'}",
+        f"translated {summary.written} image{'' if summary.written == 1 else 's'} ({summary.skipped} already "
+        f"there) -> {Path(args.out) / 'manifest.jsonl'}",
         file=sys.stderr,
     )
     return 0

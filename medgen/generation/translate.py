@@ -36,7 +36,7 @@ from medgen.data.presets import IntensityPreset
 from medgen.data.transforms import BACKGROUND, ResizeMode, SizeTo, volume_chain
 from medgen.errors import InputError, article
 from medgen.generation import manifest
-from medgen.generation.conditions import TrainingChain, make_plan, parse_pairs
+from medgen.generation.conditions import ConditionPlan, TrainingChain, make_plan, parse_pairs
 from medgen.generation.seeds import sample_generators, sample_seed
 from medgen.generation.writers import EXTENSIONS, OutputFormat, write_sample
 from medgen.hashing import file_sha256
@@ -71,6 +71,9 @@ class Translator:
         source: Raw ``--source`` conditions (class swap).
         target: Raw ``--target`` conditions.
         run: The network call.
+        from_domain: ``(column, code)`` of the inputs' domain where the model says it (a CycleGAN direction's
+            source domain, a class swap's single ``--source`` class): a datalist with that condition column
+            contributes only those rows (:func:`list_inputs`).
     """
 
     kind: str
@@ -80,6 +83,7 @@ class Translator:
     source: dict[str, str]
     target: dict[str, str]
     run: Run
+    from_domain: tuple[str, int] | None = None
 
 
 def make_translator(
@@ -112,7 +116,8 @@ def make_translator(
     if isinstance(model, TranslationModel):
         chosen = model.check_direction(direction)
         _refuse_options(model, method, steps, src, tgt)
-        return Translator("translation", chosen, None, None, {}, {}, lambda x, _: model.translate(x, chosen))
+        run: Run = lambda x, _: model.translate(x, chosen)  # noqa: E731
+        return Translator("translation", chosen, None, None, {}, {}, run, source_domain(model, chosen))
     if not isinstance(model, GenerativeModel):
         raise InputError(ref, f"is {article(card.family)} {card.family} model: it does not translate ({TRANSLATES})")
     if direction not in (None, "a2b"):
@@ -123,7 +128,7 @@ def make_translator(
     if int(getattr(model.net, "image_channels", 0)):
         if src:
             raise InputError("--source", "an image-conditioned model's source is the input image; drop --source")
-        plan = make_plan(model.net, card.vocab, [{**tgt, "image": "input"}], card.raw)
+        plan = _plan(model, card, [{**tgt, "image": "input"}], "--target")
 
         def conditioned(x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
             values = plan.values(0)
@@ -138,21 +143,45 @@ def make_translator(
                 names = ", ".join(model.condition_names)
                 raise InputError(flag, f"a class-swap flow model needs {flag} KEY=VALUE for its conditions ({names}), "
                                        "e.g. --source scanner=0 --target scanner=1")  # fmt: skip
-        plan = make_plan(model.net, card.vocab, [src, tgt], card.raw)
-        before, after = plan.values(0), plan.values(1)
+        plan = _plan(model, card, [src, tgt], "--source/--target")
+        before, after = _coded(plan, 0, "--source"), _coded(plan, 1, "--target")
+        column = next(iter(src)) if len(src) == 1 else None
+        domain = None if column is None else (column, int(before[model.condition_names.index(column)]))
 
         def swap(x: torch.Tensor, _: list[int]) -> torch.Tensor:
             n = len(x)
-            return model.translate(x, Condition(values=before.expand(n, -1)),  # type: ignore[union-attr]
-                                   Condition(values=after.expand(n, -1)),  # type: ignore[union-attr]
+            return model.translate(x, Condition(values=before.expand(n, -1)),
+                                   Condition(values=after.expand(n, -1)),
                                    method=used.method, num_steps=used.num_steps)  # fmt: skip
 
-        return Translator("class-swap", "a2b", used.method, used.num_steps, src, tgt, swap)
+        return Translator("class-swap", "a2b", used.method, used.num_steps, src, tgt, swap, domain)
     raise InputError(
         ref,
         f"is {article(card.family)} {card.family} model that generates without an input image: it does not translate "
         f"(medgen translate takes {TRANSLATES}); use medgen generate",
     )
+
+
+def _plan(model: GenerativeModel, card: ModelCard, rows: list[dict[str, str]], flags: str) -> ConditionPlan:
+    """The condition plan of ``rows``; a condition the model does not take is an error naming ``flags``."""
+    try:
+        return make_plan(model.net, card.vocab, rows, card.raw)
+    except InputError as error:
+        raise InputError(flags, f"{error.subject}: {error.problem}") from None
+
+
+def _coded(plan: ConditionPlan, row: int, flag: str) -> torch.Tensor:
+    """Row ``row``'s condition values; an unknown value is an error naming ``flag``.
+
+    Raises:
+        InputError: Naming ``flag``: a text value outside the vocabulary, a code out of range, not a number.
+    """
+    try:
+        values = plan.values(row)
+    except InputError as error:
+        raise InputError(flag, f"{error.subject}: {error.problem}") from None
+    assert values is not None  # a class-swap model has value conditions
+    return values
 
 
 def _refuse_options(

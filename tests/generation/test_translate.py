@@ -97,10 +97,24 @@ def test_class_swap_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert row["source"] == {"scanner": "0"} and row["target"] == {"scanner": "1"}
     assert main([*base, "--out", str(tmp_path / "b"), "--source", "scanner=0", "--target", "scanner=0"]) == 0
     assert file_sha256(tmp_path / "a" / "scan.nii.gz") != file_sha256(tmp_path / "b" / "scan.nii.gz")
-    capsys.readouterr()
-    assert main([*base, "--out", str(tmp_path / "c"), "--source", "scanner=0"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--target" in err and "Traceback" not in err
+    assert "--target" in _error(capsys, [*base, "--out", str(tmp_path / "c"), "--source", "scanner=0"])
+    assert "--source" in _error(
+        capsys, [*base, "--out", str(tmp_path / "c"), "--source", "site=0", "--target", "site=1"]
+    )
+    # a datalist with the --source column: only the rows of the source class are translated
+    _volume(tmp_path / "other.nii.gz", seed=4)
+    (tmp_path / "scans.csv").write_text("image,scanner\nscan.nii.gz,0\nother.nii.gz,1\n")
+    args = [
+        "translate",
+        "--checkpoint",
+        str(ckpt),
+        "--input",
+        str(tmp_path / "scans.csv"),
+        "--out",
+        str(tmp_path / "d"),
+    ]
+    assert main([*args, "--source", "scanner=1", "--target", "scanner=0"]) == 0
+    assert [r["file"] for r in _rows(tmp_path / "d")] == ["other.nii.gz"]
 
 
 def _error(capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
