@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from medgen.errors import InputError
+from medgen.nets.condition import Condition
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,34 @@ class ConditionEmbedding(nn.Module):
             out = emb if out is None else out + emb
         assert out is not None, "ConditionEmbedding needs at least one condition"
         return out
+
+
+def network_inputs(
+    x: torch.Tensor, cond: Condition | None, image_channels: int, num_conditions: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A network's input and value labels from a :class:`Condition` (shared by the UNet and the DiT).
+
+    Args:
+        x: ``(B, C, *spatial)`` noisy images or latents.
+        cond: The conditioning (None: unconditional).
+        image_channels: Channels of the conditioning image to concatenate (0: none).
+        num_conditions: Value columns the network embeds (0: none).
+
+    Returns:
+        ``x`` with ``cond.image`` concatenated along channels ``(B, C + image_channels, *spatial)``, and the
+        ``(B, num_conditions)`` values (all NaN, i.e. the null condition, when ``cond`` has none), or None
+        when the network embeds no values.
+
+    Raises:
+        ValueError: The network needs a conditioning image and ``cond`` has none.
+    """
+    cond = cond or Condition()
+    if image_channels:
+        if cond.image is None:
+            raise ValueError(f"this network needs a conditioning image with {image_channels} channel(s)")
+        x = torch.cat([x, cond.image.to(x.dtype)], dim=1)
+    labels = None
+    if num_conditions:
+        nan = torch.full((x.shape[0], num_conditions), float("nan"), device=x.device)
+        labels = cond.values if cond.values is not None else nan
+    return x, labels

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from medgen.config import class_config
 from medgen.errors import InputError
 from medgen.nets.condition import Condition
-from medgen.nets.conditioning import ConditionEmbedding, ConditionSpec
+from medgen.nets.conditioning import ConditionEmbedding, ConditionSpec, network_inputs
 from medgen.nets.levels import check_levels
 from medgen.nets.protocol import GenerativeNet
 
@@ -105,16 +105,7 @@ class DiffusionUNet(GenerativeNet):
 
     def prepare(self, x: torch.Tensor, cond: Condition | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The UNet's input (``x`` with the conditioning image concatenated) and its ``(B, K)`` class labels."""
-        cond = cond or Condition()
-        if self.image_channels:
-            if cond.image is None:
-                raise ValueError(f"this network needs a conditioning image with {self.image_channels} channel(s)")
-            x = torch.cat([x, cond.image.to(x.dtype)], dim=1)
-        labels = None
-        if self.conditions:
-            nan = torch.full((x.shape[0], len(self.conditions)), float("nan"), device=x.device)
-            labels = cond.values if cond.values is not None else nan
-        return x, labels
+        return network_inputs(x, cond, self.image_channels, len(self.conditions))
 
     def forward(  # type: ignore[override]  # extra ControlNet residuals
         self,
