@@ -34,6 +34,12 @@ _EXAMPLES = """examples:
 _DESCRIPTION = "\n\n".join([*(textwrap.fill(p, 100) for p in _PARAGRAPHS), _EXAMPLES])
 
 
+def _format(text: str) -> str:
+    """``--format``: a format name, or a file extension naming one (``nii.gz``, ``nii``, ``.mha``)."""
+    name = text.lower().lstrip(".")
+    return "nifti" if name in ("nii", "nii.gz") else name
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``translate`` sub-command."""
     p = sub.add_parser(
@@ -98,8 +104,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--format",
         default=None,
+        type=_format,
         choices=FORMATS,
-        help="output format (default: the input's own where medgen writes it, else nifti for 3D and png for 2D)",
+        help="output format: nifti (also nii.gz), mha, nrrd, npy or png, e.g. --format nii.gz (default: the input's "
+        "own where medgen writes it, else nifti for 3D and png for 2D)",
     )
     p.add_argument(
         "--modality",
