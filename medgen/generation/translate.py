@@ -628,12 +628,14 @@ def _translate_one(
 
 
 def _drop_superseded(out: Path) -> None:
-    """Keep one manifest row per input: the last (a changed input was translated again)."""
+    """Keep one manifest row per input and per file: the last (a changed input or a reused name was redone)."""
     path = out / manifest.MANIFEST
     rows = manifest.read_rows(path)
-    last = {str(r["input"]): i for i, r in enumerate(rows)}
-    if len(last) != len(rows):
-        manifest.rewrite(path, [r for i, r in enumerate(rows) if last[str(r["input"])] == i])
+    by_input = {str(r["input"]): i for i, r in enumerate(rows)}
+    by_file = {str(r["file"]): i for i, r in enumerate(rows)}
+    keep = [r for i, r in enumerate(rows) if by_input[str(r["input"])] == i and by_file[str(r["file"])] == i]
+    if len(keep) != len(rows):
+        manifest.rewrite(path, keep)
 
 
 def data_record(source_kind: str, path: Path, card: ModelCard) -> dict[str, Any]:

@@ -89,6 +89,12 @@ def test_image_conditioned_model_keeps_geometry_and_resumes(
     assert main(args) == 0
     assert file_sha256(first) == first_hash and len(_rows(out)) == len(inputs)
     assert (out / "vol_b.nii.gz").stat().st_mtime_ns == stamps["vol_b.nii.gz"]
+    _volume(src / "vol_b.nii.gz", (7, 8, 9), seed=9)  # a changed input is translated again, its row replaced
+    assert main(args) == 0
+    assert (out / "vol_b.nii.gz").stat().st_mtime_ns != stamps["vol_b.nii.gz"] and len(_rows(out)) == len(inputs)
+    row = next(r for r in _rows(out) if r["file"] == "vol_b.nii.gz")
+    assert row["input_sha256"] == file_sha256(src / "vol_b.nii.gz") == file_sha256(inputs[1])
+    assert row["sha256"] == file_sha256(out / "vol_b.nii.gz")
     assert main([*args[:-1], "4"]) == 2  # another seed into the same folder: refused
 
 
@@ -305,3 +311,16 @@ def test_paired_datalist_names_outputs_after_targets(tmp_path: Path, make_checkp
     assert [r["file"] for r in rows] == ["t2_a.nii.gz", "t2_b.nii.gz"]
     assert [Path(r["input"]).name for r in rows] == ["t1_a.nii.gz", "t1_b.nii.gz"]
     assert [Path(r["target_image"]).name for r in rows] == ["t2_a.nii.gz", "t2_b.nii.gz"]
+
+
+def test_outputs_do_not_depend_on_batch_size(tmp_path: Path, make_checkpoint: CheckpointFactory) -> None:
+    """A 2D diffusion model on a volume: each slice has its own seed and the net runs batch-invariant (CPU)."""
+    ckpt = make_checkpoint(2, image_channels=1)
+    src = _volume(tmp_path / "vol.nii.gz")
+    hashes = set()
+    for batch in ("2", "5"):
+        out = tmp_path / f"batch{batch}"
+        args = ["--input", str(src), "--out", str(out), "--batch-size", batch]
+        assert main(["translate", "--checkpoint", str(ckpt), *args]) == 0
+        hashes.add(file_sha256(out / "vol.nii.gz"))
+    assert len(hashes) == 1
