@@ -156,6 +156,9 @@ def test_bad_input_is_one_line_exit_2(
     assert "missing" in _error(capsys, [*base, "--input", str(tmp_path / "missing")])
     assert "--source" in _error(capsys, [*base, "--input", str(src), "--source", "scanner=0"])
     assert not (tmp_path / "out" / "broken.nii.gz").exists()
+    volume_model = make_checkpoint(3, image_channels=1)
+    err = _error(capsys, ["translate", "--checkpoint", str(volume_model), "--input", str(src), "--out", out])
+    assert str(src) in err and "3D" in err
 
 
 def _translation_model(name: str) -> type:
