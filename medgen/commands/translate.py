@@ -132,14 +132,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the model and translate the inputs not yet translated."""
     from medgen.generation.job import default_device
-    from medgen.generation.translate import (
-        InputGrid,
-        TranslateOptions,
-        data_record,
-        list_inputs,
-        make_translator,
-        translate_files,
-    )
+    from medgen.generation.translate import make_translator
+    from medgen.generation.translate_files import TranslateOptions, list_inputs, translate_files
+    from medgen.generation.translate_grid import InputGrid, data_record
     from medgen.store.load import load_model
 
     loaded = load_model(args.checkpoint, use_ema=not args.raw_weights)

@@ -188,7 +188,7 @@ def test_identity_translation_lands_on_the_input_voxels(
     """An identity network: each output voxel is its own input voxel (normalised), whatever the sizing undoes."""
     from medgen.data.presets import IntensityPreset
     from medgen.generation.conditions import TrainingChain
-    from medgen.generation.translate import InputGrid, translate_image
+    from medgen.generation.translate_grid import InputGrid, translate_image
 
     shape = (23, 17, 12)[:image_dims]
     path = _smooth_volume(tmp_path / "smooth.nii.gz", shape)
@@ -279,7 +279,7 @@ def test_translation_models(tmp_path: Path, name: str, spatial_dims: int, capsys
 def test_mask_inputs_keep_their_labels(tmp_path: Path, spatial_dims: int) -> None:
     """``--masks``: label maps reach the model as labels (no intensity preset, nearest sizing), as in training."""
     from medgen.generation.conditions import TrainingChain
-    from medgen.generation.translate import InputGrid, translate_image
+    from medgen.generation.translate_grid import InputGrid, translate_image
 
     labels = np.zeros((19, 13, 10)[:spatial_dims], dtype=np.float32)
     labels[3:9, 2:7] = 1.0
@@ -327,3 +327,25 @@ def test_outputs_do_not_depend_on_batch_size(tmp_path: Path, make_checkpoint: Ch
         assert main(["translate", "--checkpoint", str(ckpt), *args]) == 0
         hashes.add(file_sha256(out / "vol.nii.gz"))
     assert len(hashes) == 1
+
+
+def test_inputs_are_prepared_as_the_pair_sources_were() -> None:
+    """The data record's source_modality/source_intensity (MR -> CT pairs) and slice axis decide the preparation."""
+    from medgen.generation.translate_grid import InputGrid
+
+    model = tiny_model(2, "flow", image_channels=1)
+    pairs = {"modality": "ct", "intensity": {"kind": "window", "low": -1000.0, "high": 1000.0, "unit": "HU"},
+             "source_modality": "mri", "source_intensity": {"kind": "percentile", "low": 1.0, "high": 99.0},
+             "preprocessing": {"target_spacing": [1.0, 1.0, 2.0], "resize_mode": "pad_crop"},
+             "slice_axis": 0}  # fmt: skip
+    grid = InputGrid.from_record(model, pairs)
+    assert (grid.chain.modality, grid.chain.preset.mri_percentiles) == ("mri", (1.0, 99.0))
+    assert (grid.chain.target_spacing, grid.chain.resize_mode, grid.slice_axis) == ((1.0, 1.0, 2.0), "pad_crop", 0)
+    assert grid.size == (16, 16)
+    unpaired = InputGrid.from_record(model, {**pairs, "source_modality": None, "slice_axis": None})
+    assert (unpaired.chain.modality, unpaired.chain.preset.ct_window, unpaired.slice_axis) == (
+        "ct",
+        (-1000.0, 1000.0),
+        2,
+    )
+    assert InputGrid.from_record(model, pairs, modality="xray").chain.modality == "xray"
