@@ -3,9 +3,9 @@
 What translates (:func:`make_translator`):
 
 - every :class:`~medgen.models.translation.TranslationModel` (pix2pix, CycleGAN) through ``model.translate``;
-- a diffusion or flow model whose net takes a conditioning image (``image_channels > 0``, e.g. mask → CT): the
-  input is the conditioning image and the output is a sample drawn under it (seeded per file, ``--steps`` and
-  ``--method`` apply);
+- a diffusion or flow model whose net takes a conditioning image (``image_channels > 0``, e.g. mask → CT; or the
+  control image of a ControlNet): the input is the conditioning image and the output is a sample drawn under it
+  (seeded per file, ``--steps`` and ``--method`` apply);
 - a value-conditioned :class:`~medgen.models.flow.FlowModel` without a conditioning image: the MedShift-style
   class swap :meth:`~medgen.models.flow.FlowModel.translate` from ``--source`` to ``--target`` conditions.
 
@@ -31,8 +31,8 @@ from medgen.store.card import ModelCard
 
 #: What ``medgen translate`` takes, for messages refusing a model that only generates.
 TRANSLATES = (
-    "pix2pix and CycleGAN models, diffusion/flow models conditioned on an image (net image_channels > 0, e.g. "
-    "configs/mask2ct_2d.yaml) and class-conditional flow models (--source/--target)"
+    "pix2pix and CycleGAN models, diffusion/flow models conditioned on an image (net image_channels > 0, or a "
+    "ControlNet) and class-conditional flow models (--source/--target)"
 )
 
 
@@ -103,14 +103,19 @@ def make_translator(
             "--direction", f"{type(model).__name__} translates a2b only (input to output), not '{direction}'"
         )
     used = model.resolved(method, steps)
-    if int(getattr(model.net, "image_channels", 0)):
+    concat = int(getattr(model.net, "image_channels", 0)) > 0
+    if concat or getattr(model.net, "control_channels", 0):
         if src:
             raise InputError("--source", "an image-conditioned model's source is the input image; drop --source")
         plan = _plan(model, card, [{**tgt, "image": "input"}], "--target")
 
         def conditioned(x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
             values = plan.values(0)
-            cond = Condition(values=None if values is None else values.expand(len(x), -1), image=x)
+            cond = Condition(
+                values=None if values is None else values.expand(len(x), -1),
+                image=x if concat else None,
+                control=None if concat else x,
+            )
             return model.sample(len(x), cond=cond, generator=sample_generators(seeds), method=used.method,
                                 num_steps=used.num_steps)  # fmt: skip
 

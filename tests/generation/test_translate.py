@@ -349,3 +349,21 @@ def test_inputs_are_prepared_as_the_pair_sources_were() -> None:
         2,
     )
     assert InputGrid.from_record(model, pairs, modality="xray").chain.modality == "xray"
+
+
+def test_controlnet_model_translates_its_control_image(tmp_path: Path) -> None:
+    """A ControlNet's control image is the input, as a concatenated conditioning image is."""
+    from medgen.models import DiffusionModel, SamplingDefaults
+    from medgen.nets.controlnet import ControlNetUNet
+    from medgen.objectives import DiffusionObjective
+    from tests.helpers import tiny_unet
+
+    net = ControlNetUNet(tiny_unet(2), control_channels=1, embedding_channels=(8,), freeze_base=True)
+    model = DiffusionModel(net, DiffusionObjective(prediction_type="v"), SamplingDefaults("ddim", 2), [16, 16])
+    ckpt = save_checkpoint(model, tmp_path / "controlnet.ckpt")
+    inputs = [_png(tmp_path / "a.png", seed=1), _png(tmp_path / "b.png", seed=2)]
+    out = tmp_path / "out"
+    for path in inputs:
+        assert main(["translate", "--checkpoint", str(ckpt), "--input", str(path), "--out", str(out)]) == 0
+    _check_outputs(inputs, out, ckpt)
+    assert file_sha256(out / "a.png") != file_sha256(out / "b.png")
