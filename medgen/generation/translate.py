@@ -104,7 +104,7 @@ def make_translator(
         )
     used = model.resolved(method, steps)
     concat = int(getattr(model.net, "image_channels", 0)) > 0
-    if concat or getattr(model.net, "control_channels", 0):
+    if concat or int(getattr(model.net, "control_channels", 0)) > 0:
         if src:
             raise InputError("--source", "an image-conditioned model's source is the input image; drop --source")
         plan = _plan(model, card, [{**tgt, "image": "input"}], "--target")
