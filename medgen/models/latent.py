@@ -19,7 +19,11 @@ from medgen.models.defaults import SamplingDefaults
 from medgen.models.diffusion import DiffusionModel
 from medgen.nets.autoencoder import KLAutoencoder
 from medgen.nets.protocol import GenerativeNet
+from medgen.nets.windowed import can_window, decode_windowed
 from medgen.objectives.diffusion import DiffusionObjective
+
+#: Default latent side above which latent models decode in windows (32 latent voxels: 128 image voxels at factor 4).
+DECODE_WINDOW = 32
 
 
 class LatentSpace(GenerativeModel):
@@ -31,8 +35,10 @@ class LatentSpace(GenerativeModel):
     autoencoder: KLAutoencoder
     latent_scale: torch.Tensor
 
-    def _init_latent(self, net: GenerativeNet, autoencoder: KLAutoencoder, latent_scale: float | None) -> None:
-        """Check the net against the autoencoder and register the frozen autoencoder and the scale."""
+    def _init_latent(
+        self, net: GenerativeNet, autoencoder: KLAutoencoder, latent_scale: float | None, decode_window: int | None
+    ) -> None:
+        """Check the net against the autoencoder; register the frozen autoencoder, the scale and the decode window."""
         if net.image_channels or net.control_channels:
             raise InputError("net", "image and ControlNet conditioning are not available in latent space yet")
         if net.in_channels != autoencoder.latent_channels:
@@ -40,14 +46,19 @@ class LatentSpace(GenerativeModel):
                 "net.in_channels",
                 f"must equal the autoencoder's latent_channels ({autoencoder.latent_channels}), got {net.in_channels}",
             )
+        if decode_window is not None and decode_window < 1:
+            raise InputError(
+                "decode_window", f"expected a positive number of latent voxels or null, got {decode_window}"
+            )
+        self.decode_window = decode_window
         self.autoencoder = autoencoder.requires_grad_(False)  # no dropout or batch norm: train mode is harmless
         self.fixed_scale = latent_scale is not None
         self.register_buffer("latent_scale", torch.tensor(1.0 if latent_scale is None else float(latent_scale)))
 
     def latent_args(self) -> dict[str, Any]:
-        """The autoencoder's architecture and the scale, as constructor arguments."""
+        """The autoencoder's architecture, the scale and the decode window, as constructor arguments."""
         scale = float(self.latent_scale) if self.fixed_scale else None
-        return {"autoencoder": self.autoencoder.config, "latent_scale": scale}
+        return {"autoencoder": self.autoencoder.config, "latent_scale": scale, "decode_window": self.decode_window}
 
     def describe(self) -> dict[str, Any]:
         """Metadata with the autoencoder's architecture."""
@@ -59,9 +70,18 @@ class LatentSpace(GenerativeModel):
             return self.autoencoder.posterior(x0).mean * self.latent_scale
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, C, *spatial)`` of scaled latents."""
+        """Images ``(B, C, *spatial)`` of scaled latents ``(B, latent_channels, *latent_size)``.
+
+        A latent with a side above ``decode_window`` is decoded in overlapping windows of that side
+        (:func:`~medgen.nets.windowed.decode_windowed`: the same images within float rounding, at the memory of one
+        window) unless the decoder has self-attention.
+        """
+        z = z / self.latent_scale
+        window = self.decode_window
         with torch.no_grad():
-            return self.autoencoder.decode(z / self.latent_scale)
+            if window is not None and max(z.shape[2:]) > window and can_window(self.autoencoder.decoder):
+                return decode_windowed(self.autoencoder, z, window)
+            return self.autoencoder.decode(z)
 
     def space_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         """``(latent_channels, *latent_size)``."""
@@ -90,6 +110,8 @@ class LatentDiffusionModel(LatentSpace, DiffusionModel):
         autoencoder: The autoencoder's architecture; its weights come from ``--pretrained.autoencoder_from`` when
             training starts, or with the rest of the model when it is loaded.
         latent_scale: Multiplier of the latents (None: ``1 / std`` of the first training batch's latents).
+        decode_window: Latents with a side above this many voxels are decoded in overlapping windows of this side
+            (memory-bounded, same images; None: always whole).
         objective: Noise schedule, prediction type and loss weighting.
         sampling: Default scheduler, steps and guidance.
         sample_size: Image size of the samples (None: from the data module).
@@ -105,9 +127,10 @@ class LatentDiffusionModel(LatentSpace, DiffusionModel):
         objective: DiffusionObjective | None = None,
         sampling: SamplingDefaults | None = None,
         sample_size: Collection[int] | None = None,
+        decode_window: int | None = DECODE_WINDOW,
     ) -> None:
         DiffusionModel.__init__(self, net, objective, sampling, sample_size)
-        self._init_latent(net, autoencoder, latent_scale)
+        self._init_latent(net, autoencoder, latent_scale, decode_window)
 
     def init_args(self) -> dict[str, Any]:
         """The diffusion model's arguments with the autoencoder and the scale."""

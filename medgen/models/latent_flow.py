@@ -7,7 +7,7 @@ from typing import Any
 
 from medgen.models.defaults import SamplingDefaults
 from medgen.models.flow import FlowModel
-from medgen.models.latent import LatentSpace
+from medgen.models.latent import DECODE_WINDOW, LatentSpace
 from medgen.nets.autoencoder import KLAutoencoder
 from medgen.nets.protocol import GenerativeNet
 from medgen.objectives.flow import FlowObjective
@@ -20,6 +20,8 @@ class LatentFlowModel(LatentSpace, FlowModel):
         net: Velocity network on latents (``in_channels`` = the autoencoder's ``latent_channels``).
         autoencoder: The autoencoder's architecture; its weights come from ``--pretrained.autoencoder_from``.
         latent_scale: Multiplier of the latents (None: ``1 / std`` of the first training batch's latents).
+        decode_window: Latents with a side above this many voxels are decoded in overlapping windows of this side
+            (memory-bounded, same images; None: always whole).
         objective: Time sampling and resolution shift (the shift follows the latent size).
         sampling: Default ODE solver, steps and guidance.
         sample_size: Image size of the samples (None: from the data module).
@@ -35,9 +37,10 @@ class LatentFlowModel(LatentSpace, FlowModel):
         objective: FlowObjective | None = None,
         sampling: SamplingDefaults | None = None,
         sample_size: Collection[int] | None = None,
+        decode_window: int | None = DECODE_WINDOW,
     ) -> None:
         FlowModel.__init__(self, net, objective, sampling, sample_size)
-        self._init_latent(net, autoencoder, latent_scale)
+        self._init_latent(net, autoencoder, latent_scale, decode_window)
 
     def init_args(self) -> dict[str, Any]:
         """The flow model's arguments with the autoencoder and the scale."""

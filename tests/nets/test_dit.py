@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "smoke"
 SPECS = [ConditionSpec("label", "class", num_classes=3), ConditionSpec("age", "scalar", mean=60.0, std=10.0)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a CPU shared with other processes, two threads make these tiny kernels wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _net(spatial_dims: int, seed: int = 0, **overrides: object) -> DiT:
@@ -164,12 +157,15 @@ FLOW = """        objective:
 """
 
 
-@pytest.mark.parametrize("config", ["dit_3d", "dit_3d_flow", pytest.param("dit_2d", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "config",
+    ["dit_3d", pytest.param("dit_3d_flow", marks=pytest.mark.slow), pytest.param("dit_2d", marks=pytest.mark.slow)],
+)
 def test_smoke_configs_train_resume_exactly_and_generate(tmp_path: Path, config: str) -> None:
     """A run resumed at step 2 ends bit-identical to the straight 4-step run; the checkpoint loads as the family
     with its DiT and generates from the CLI with a manifest. ``dit_3d_flow`` is the 3D config with a
-    flow-matching objective (rectified flow, Euler). The 2D twin is slow here only because its demo slices take
-    longer to prepare than the two volumes."""
+    flow-matching objective (rectified flow, Euler). Each takes about a minute on a busy 2-core CPU, so only one
+    is in the quick suite (flow training is also checked in-process by test_diffusion_and_flow_models_take_the_dit)."""
     text = (CONFIGS / f"{config.removesuffix('_flow')}.yaml").read_text()
     if config.endswith("_flow"):
         start = text.index("        objective:")
