@@ -99,6 +99,10 @@ def encode_windowed(
         raise ValueError("an encoder with self-attention cannot be encoded in exact windows")
     autoencoder.latent_size(x.shape[2:])  # checks the sides
     factor = autoencoder.factor
+    for side, size in zip([window] * (x.ndim - 2) if isinstance(window, int) else window, x.shape[2:], strict=True):
+        roi = min(int(side), size)
+        if roi % factor or (roi < size and int(roi * (1 - overlap)) % factor):
+            raise ValueError(f"windows of {roi} voxels with overlap {overlap} do not start on the latent grid")
 
     def both(images: torch.Tensor) -> torch.Tensor:
         mean, std = autoencoder.encode(images)

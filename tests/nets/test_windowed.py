@@ -46,6 +46,8 @@ def test_windowed_decode_and_encode_equal_the_whole(spatial_dims: int) -> None:
     tiled = encode_windowed(ae, x, window=16 if spatial_dims == 3 else 32)
     torch.testing.assert_close(tiled.mean, posterior.mean, rtol=0, atol=1e-4)
     torch.testing.assert_close(tiled.std, posterior.std, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="latent grid"):
+        encode_windowed(ae, torch.zeros(1, 1, *([40] * spatial_dims)), window=10)
 
 
 def test_self_attention_is_refused_and_latent_models_window_above_their_threshold() -> None:
