@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from medgen.generation.job import default_device
     from medgen.generation.translate import make_translator
     from medgen.generation.translate_files import TranslateOptions, list_inputs, translate_files
-    from medgen.generation.translate_grid import InputGrid, data_record
+    from medgen.generation.translate_grid import InputGrid
     from medgen.store.load import load_model
 
     loaded = load_model(args.checkpoint, use_ema=not args.raw_weights)
@@ -142,8 +142,7 @@ def run(args: argparse.Namespace) -> int:
         loaded.model, loaded.card, args.checkpoint, args.direction, args.method, args.steps, args.source, args.target
     )
     inputs = list_inputs(args.input, translator.from_domain)
-    data = data_record(loaded.source.kind, loaded.source.path, loaded.card)
-    grid = InputGrid.from_record(loaded.model, data, args.batch_size, args.modality, args.masks)
+    grid = InputGrid.from_record(loaded.model, loaded.card.raw, args.batch_size, args.modality, args.masks)
     opts = TranslateOptions(
         inputs=inputs, out_dir=Path(args.out), seed=args.seed, fmt=args.format,
         checkpoint=str(loaded.source.path.resolve()), checkpoint_sha256=loaded.sha256, modality=loaded.card.modality,

@@ -25,7 +25,6 @@ from medgen.errors import InputError
 from medgen.generation.conditions import TrainingChain
 from medgen.generation.seeds import sample_seed
 from medgen.models.base import TrainableModel
-from medgen.store.card import ModelCard
 
 #: ``(B, C, *size)`` inputs in [-1, 1] and one seed per row → ``(B, C_out, *size)`` outputs in [-1, 1].
 Run = Callable[[torch.Tensor, list[int]], torch.Tensor]
@@ -64,7 +63,7 @@ class InputGrid:
         modality: str | None = None,
         masks: bool = False,
     ) -> InputGrid:
-        """From the checkpoint's data record.
+        """From the model card's fields (``card.raw``: a checkpoint's data record as ``card_fields`` keeps it).
 
         Paired training data (``source_modality`` recorded) prepares inputs with ``source_modality`` and
         ``source_intensity``; otherwise with ``modality`` and ``intensity``. ``preprocessing`` gives the spacing
@@ -206,18 +205,3 @@ def _onto(y: torch.Tensor, original: Any) -> torch.Tensor:
     dst = MetaTensor(torch.zeros((1, *original.shape[1:])), affine=original.affine)
     out = ResampleToMatch(mode="bilinear", padding_mode="border", align_corners=True)(y, dst)
     return torch.as_tensor(out.as_tensor() if isinstance(out, MetaTensor) else out).float()
-
-
-def data_record(source_kind: str, path: Path, card: ModelCard) -> dict[str, Any]:
-    """What the model's training data was: the card's fields, with a checkpoint's whole ``data`` block over them.
-
-    The block adds what a card does not carry (``source_modality``, ``slice_axis``). Reading it reads the
-    checkpoint file a second time (tensors are loaded ``weights_only``; nothing is built).
-    """
-    record = dict(card.raw)
-    if source_kind == "checkpoint":
-        from medgen.store.ckpt import read_checkpoint
-
-        data = read_checkpoint(path).get("medgen", {}).get("data") or {}
-        record.update({k: v for k, v in data.items() if v is not None})
-    return record

@@ -89,9 +89,15 @@ class ModelCard:
 
 
 def card_fields(name: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint's ``medgen`` block says about the model: identity, data, conditions, sampling."""
+    """What a checkpoint's ``medgen`` block says about the model: identity, data, conditions, sampling.
+
+    Image-to-image models trained on pairs also carry how the pair inputs were prepared (``source_modality``,
+    ``source_intensity``; and ``slice_axis`` where the data record has it), which ``medgen translate`` reads; the
+    keys are absent otherwise, so other cards are unchanged.
+    """
     data = meta.get("data") or {}
     net_args = (meta.get("net") or {}).get("init_args", {})
+    inputs = {k: data[k] for k in ("source_modality", "source_intensity", "slice_axis") if data.get(k) is not None}
     return {
         "name": name,
         "family": meta.get("family", "unknown"),
@@ -108,6 +114,7 @@ def card_fields(name: str, meta: dict[str, Any]) -> dict[str, Any]:
         },
         "sampling": meta.get("sampling", {}),
         "training_data": {k: data.get(k) for k in ("data_dir", "n_train", "n_subjects") if k in data},
+        **inputs,
     }
 
 

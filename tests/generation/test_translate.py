@@ -329,9 +329,10 @@ def test_outputs_do_not_depend_on_batch_size(tmp_path: Path, make_checkpoint: Ch
     assert len(hashes) == 1
 
 
-def test_inputs_are_prepared_as_the_pair_sources_were() -> None:
+def test_inputs_are_prepared_as_the_pair_sources_were(tmp_path: Path) -> None:
     """The data record's source_modality/source_intensity (MR -> CT pairs) and slice axis decide the preparation."""
     from medgen.generation.translate_grid import InputGrid
+    from medgen.store.load import load_model
 
     model = tiny_model(2, "flow", image_channels=1)
     pairs = {"modality": "ct", "intensity": {"kind": "window", "low": -1000.0, "high": 1000.0, "unit": "HU"},
@@ -349,6 +350,9 @@ def test_inputs_are_prepared_as_the_pair_sources_were() -> None:
         2,
     )
     assert InputGrid.from_record(model, pairs, modality="xray").chain.modality == "xray"
+    # the same record through an export's model card
+    export = model.save_pretrained(tmp_path / "export", describe={**model.describe(), "data": pairs})
+    assert InputGrid.from_record(model, load_model(export).card.raw) == grid
 
 
 def test_controlnet_model_translates_its_control_image(tmp_path: Path) -> None:
