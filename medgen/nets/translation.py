@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,9 @@ class TranslationUNet(nn.Module):
         channels: Feature channels of each level, from the finest down.
         strides: Down-sampling stride between consecutive levels (``len(channels) - 1`` of them).
         num_res_units: Residual units per convolution block (0: plain convolutions).
-        norm: MONAI norm (``INSTANCE`` by default: per-image statistics, as pix2pix uses at batch size 1).
+        norm: MONAI norm (``INSTANCE`` by default: per-image statistics, as pix2pix uses at batch size 1); None: no
+            normalisation, so the output at a voxel does not depend on statistics of the whole image (translation
+            across fields of view that differ from training's, e.g. mostly background vs a tight crop).
         dropout: Dropout probability in every block (pix2pix's noise source; 0: deterministic).
     """
 
@@ -42,7 +45,7 @@ class TranslationUNet(nn.Module):
         channels: Sequence[int] = (64, 128, 256, 512),
         strides: Sequence[int] = (2, 2, 2),
         num_res_units: int = 2,
-        norm: str = "INSTANCE",
+        norm: str | None = "INSTANCE",
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
@@ -64,7 +67,7 @@ class TranslationUNet(nn.Module):
             channels=tuple(channels),
             strides=tuple(strides),
             num_res_units=num_res_units,
-            norm=norm,
+            norm=cast(Any, norm),  # MONAI's ADN takes None (no norm layer); its annotation leaves it out
             dropout=dropout,
         )
 

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from medgen.cli import main
 from medgen.data.datalist import find_records
@@ -127,3 +128,24 @@ def test_pair_on_another_grid_exits_2_naming_the_source(tmp_path: Path, capsys: 
             "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
     err = _one_line_error(capsys, argv)
     assert f"{tmp_path / 's1.nii.gz'}: source spacing [1.0, 1.0, 1.2] differs from its target image's" in err
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_full_size_configs_build_a_translator_and_a_pair_critic(spatial_dims: int) -> None:
+    """configs/pix2pix_{2,3}d.yaml build; the critic takes source + target channels; one small CPU pass each."""
+    from medgen.config import instantiate
+    from medgen.models.base import MODEL_CLASSES
+    from medgen.models.build import COMPONENT_CLASSES, build_model
+
+    config = yaml.safe_load((CONFIGS.parent / f"pix2pix_{spatial_dims}d.yaml").read_text())
+    task, data = config["model"]["init_args"], config["data"]
+    model = build_model(task["model"]["class_path"], task["model"]["init_args"], "config", MODEL_CLASSES)
+    critic = instantiate(task["discriminator"], COMPONENT_CLASSES, "config")
+    assert isinstance(model, Pix2PixModel) and model.spatial_dims == data["spatial_dims"] == spatial_dims
+    net_args = task["model"]["init_args"]["net"]["init_args"]
+    assert task["discriminator"]["init_args"]["in_channels"] == net_args["in_channels"] + net_args["out_channels"]
+    assert data["image_size"] == (256 if spatial_dims == 2 else 96)
+    assert data.get("patches", False) == (spatial_dims == 3)
+    source = torch.zeros((1, 1) + (32,) * spatial_dims)
+    with torch.no_grad():
+        assert critic(torch.cat([source, model.translate(source)], 1)).shape[0] == 1
