@@ -23,6 +23,15 @@ from tests.helpers import assert_same_checkpoints, straight_and_resumed
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "smoke"
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():  # type: ignore[no-untyped-def]
+    """Tiny networks gain nothing from a second thread; on a busy 2-core machine it spin-waits (steps 10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _model(spatial_dims: int, l1_weight: float = 100.0) -> Pix2PixModel:
     torch.manual_seed(0)
     net = TranslationUNet(spatial_dims, channels=(4, 8, 8), strides=(2, 2), num_res_units=0)
