@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -24,3 +26,24 @@ def last_checkpoint(root: Path) -> Path:
     if not found:
         raise FileNotFoundError(f"no last.ckpt under {root}")
     return found[-1]
+
+
+def save_upscaled_grid(tiles: torch.Tensor, path: Path, ncol: int, zoom: int = 3) -> Path:
+    """``tiles`` ``(N, C, H, W)`` in [-1, 1] as a grid of ``ncol`` columns, upsampled ``zoom`` times (nearest)."""
+    from PIL import Image
+
+    from medgen.visualize import save_grid
+
+    saved = save_grid(tiles, path, ncol=ncol)
+    image = Image.open(saved)
+    image.resize((image.width * zoom, image.height * zoom), Image.NEAREST).save(saved)
+    return saved
+
+
+def print_report(lines: list[str], path: Path | None) -> None:
+    """Print a benchmark's figures and, when ``path`` is given, write them there too."""
+    text = "\n".join(lines)
+    print("\n" + text)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")

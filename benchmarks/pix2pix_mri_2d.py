@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from cli_runs import REPO, last_checkpoint, medgen
+from cli_runs import REPO, last_checkpoint, medgen, print_report, save_upscaled_grid
 from machine import describe
 
 CONFIG = REPO / "configs" / "quality" / "pix2pix_mri_2d_64.yaml"
@@ -80,16 +80,8 @@ def evaluate(out: Path, name: str) -> dict:
 
 def picture(columns: list[torch.Tensor], path: Path, rows: int = 8) -> Path:
     """``rows`` evenly spaced slices, one a row, the columns side by side; upsampled 3x (nearest)."""
-    from PIL import Image
-
-    from medgen.visualize import save_grid
-
     pick = torch.linspace(0, len(columns[0]) - 1, rows).round().long()
-    tiles = torch.stack([c[i] for i in pick for c in columns])
-    saved = save_grid(tiles, path, ncol=len(columns))
-    image = Image.open(saved)
-    image.resize((image.width * 3, image.height * 3), Image.NEAREST).save(saved)
-    return saved
+    return save_upscaled_grid(torch.stack([c[i] for i in pick for c in columns]), path, ncol=len(columns))
 
 
 def main() -> None:
@@ -141,11 +133,7 @@ def main() -> None:
         f"picture (source | pix2pix | histogram-matched | target): {drawn}",
         "wall time: " + (", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()) or "fit reused"),
     ]
-    text = "\n".join(lines)
-    print("\n" + text)
-    if args.report is not None:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(text + "\n")
+    print_report(lines, args.report)
 
 
 if __name__ == "__main__":
