@@ -12,7 +12,8 @@ every model in eval mode, all timed in the same run with ``time.perf_counter`` a
   side with a hook on the network (this run is also the warm-up of the network's code), times one evaluation at
   full size (at the timestep of the counted run's first call) and extrapolates: images/s = batch / (NFE × time).
 
-Run time: about 5 minutes on 2 idle cores, mostly the 3D diffusion evaluation.
+Run time: 17 minutes on 2 cores shared with other jobs (load average 8 to 13), over 5 of them the one 3D diffusion
+evaluation at 96³; ``--gan-batch-cap`` and ``--repeats`` only change the GAN part.
 
     python benchmarks/gan_throughput.py [--repeats 2] [--gan-batch-cap 4] [--diffusion-batch 1]
 """
