@@ -27,6 +27,7 @@ from medgen.nets.stylegan import StyleGenerator, modulated_conv
 from medgen.store.load import load_model
 from tests.helpers import assert_same_checkpoints, fit_smoke, straight_and_resumed
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROOT = Path(__file__).resolve().parents[2]
 LABEL = [{"name": "label", "kind": "class", "num_classes": 2}]
 
@@ -127,7 +128,7 @@ def test_generation_does_not_depend_on_the_batch_size(tmp_path: Path, spatial_di
     assert not np.array_equal(files["1"][0], files["1"][1])
 
 
-@pytest.mark.parametrize("spatial_dims", [2, pytest.param(3, marks=pytest.mark.slow)])  # 3D: 35 s on 2 busy cores
+@pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_smoke_config_trains_resumes_exactly_and_generates(tmp_path: Path, spatial_dims: int) -> None:
     """4 steps straight equal 2 steps, then a resume to 4 (R1 every 2 steps falls on both sides of the cut): the
     checkpoints' weights, EMA and optimizer moments are bit-identical on the CPU; the CLI generates from it."""
@@ -148,7 +149,6 @@ def test_smoke_config_trains_resumes_exactly_and_generates(tmp_path: Path, spati
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 2
 
 
-@pytest.mark.slow  # a third smoke fit: 25 s on 2 idle cores, a minute on busy ones
 def test_class_conditional_smoke_run_trains_the_projection(tmp_path: Path) -> None:
     """The 2D smoke config on a datalist with a class column, conditions on the generator and on the multi-scale
     critic: the projection embeddings of both scales are trained, and the CLI generates per class."""
