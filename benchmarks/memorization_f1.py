@@ -23,7 +23,13 @@ MR/CT/X-ray phantom subjects of fresh seeds, a null of 28 subjects. It adds the 
 image) and whether the threshold came from the null's 0.99 quantile or from the floor 0.6.
 ``cost``: verification of N samples x 20 candidates at 256², timed and projected to 10,000 samples.
 
-    python benchmarks/memorization_f1.py [--sets seen,unseen,unseen_b,cost] [--embedders structural,pixel,inception]
+``unseen_c``: the same table on set C (:mod:`medgen.memorization.unseen_c`), the blind set: built and committed
+before the current method (background-padded crop margin, wider scale search, two refinement passes, smoothed
+intensity ranks) was scored on it, scored once. Sets A and B are development sets since that change (the change
+was made in view of their scores).
+
+    python benchmarks/memorization_f1.py [--sets seen,unseen,unseen_b,unseen_c,cost]
+        [--embedders structural,pixel,inception]
 """
 
 from __future__ import annotations
@@ -78,7 +84,8 @@ def unseen(embedders: list[str]) -> None:
     planted = data.planted
     n_copies = int(planted.is_copy.sum())
     real = Counter(name.split(":")[0] for name in data.real_names)
-    print(f"# unseen 2D MRI, roles split by subject (volume): {len(planted.train)} train ({', '.join(TRAIN_VOLUMES)}, "
+    print(f"# unseen set A (development set: the verification was designed with it in view), 2D MRI, roles split "
+          f"by subject (volume): {len(planted.train)} train ({', '.join(TRAIN_VOLUMES)}, "
           f"t1_coronal_slice), {len(planted.holdout)} null from {data.null_subjects} subjects "
           f"({', '.join(NULL_VOLUMES)}), {len(data.real_names)} held-out real from {len(real)} subjects "
           f"({', '.join(f'{k} {v}' for k, v in real.items())}), {n_copies} copies, "
@@ -140,13 +147,27 @@ class _Recorder:
 
 
 def unseen_b(embedders: list[str]) -> None:
-    """Set B's table (a second unseen set, frozen before scoring), with margins and the threshold's origin."""
+    """Set B's table (frozen before its first scoring; a development set since the method changed after it)."""
+    from medgen.memorization.unseen_b import unseen_b as build_b
+
+    _set_table(build_b(), "unseen set B (development set: frozen before its first scoring, the method was changed "
+               "after its analysis)", embedders)  # fmt: skip
+
+
+def unseen_c(embedders: list[str]) -> None:
+    """Set C's table: the blind set, frozen before the current method was scored on it, scored once."""
+    from medgen.memorization.unseen_c import unseen_c as build_c
+
+    _set_table(build_c(), "unseen set C (blind: frozen in commit b22e23e before any scoring; scored once)",
+               embedders)  # fmt: skip
+
+
+def _set_table(data: Any, title: str, embedders: list[str]) -> None:
+    """A set-B-like table (:class:`~medgen.memorization.unseen_b.UnseenSetB`): margins, the threshold's origin."""
     from medgen.memorization.unseen import clopper_pearson_upper
     from medgen.memorization.unseen_b import subject_of
-    from medgen.memorization.unseen_b import unseen_b as build_b
     from medgen.memorization.verified import MIN_VERIFIED_SCORE
 
-    data = build_b()
     planted = data.planted
     n_copies = int(planted.is_copy.sum())
     roles = data.subjects_by_role
@@ -155,7 +176,7 @@ def unseen_b(embedders: list[str]) -> None:
         kind for kind, name in dict.fromkeys(zip(data.heldout_kind, map(subject_of, data.real_names), strict=True))
     )
     null = Counter(data.null_kind)
-    print(f"# unseen set B (frozen before scoring), roles split by subject: {len(planted.train)} train from "
+    print(f"# {title}, roles split by subject: {len(planted.train)} train from "
           f"{len(roles['train'])} subjects, {len(planted.holdout)} null from {data.null_subjects} subjects "
           f"({', '.join(f'{k} {v}' for k, v in null.items())}), {len(data.real_names)} held-out from "
           f"{len(roles['heldout'])} subjects ({', '.join(f'{k} {held[k]}/{held_subjects[k]} subj.' for k in held)}), "
@@ -258,7 +279,9 @@ def _cpu_model() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embedders", default="structural,pixel,pixel+centre+rot,inception")
-    parser.add_argument("--sets", default="seen,unseen,cost", help="seen, unseen, unseen_b, cost (comma-separated)")
+    parser.add_argument(
+        "--sets", default="seen,unseen,cost", help="seen, unseen, unseen_b, unseen_c, cost (comma-separated)"
+    )
     parser.add_argument("--cost-samples", type=int, default=500, help="samples timed for the cost projection")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
@@ -271,6 +294,8 @@ def main() -> None:
         unseen_volumes()
     if "unseen_b" in chosen:
         unseen_b([e for e in args.embedders.split(",") if e != "pixel+centre+rot"])
+    if "unseen_c" in chosen:
+        unseen_c([e for e in args.embedders.split(",") if e != "pixel+centre+rot"])
     if "cost" in chosen:
         cost(args.cost_samples)
     if "seen" not in chosen:

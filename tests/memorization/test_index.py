@@ -25,6 +25,11 @@ def test_index_round_trip_and_check(planted_sets, spatial_dims, tmp_path):
     for m, i in zip(matches, copies, strict=False):
         assert m.flagged and Path(m.nearest_train).name.startswith(f"train_{int(planted.copy_of[i]):04d}.")
     assert len(matches[0].neighbours) == 3
+    # issue 12: noise, blank and constant images are never flagged by the two-stage decision (the gate's too)
+    shape = planted.train[0].shape
+    gen = torch.Generator().manual_seed(5)
+    junk = [torch.randn(shape, generator=gen), torch.zeros(shape), torch.full(shape, 3.0), torch.rand(shape) * 500]
+    assert not any(m.flagged for m in index.check(junk, k=3))
 
 
 def test_batch_tensor_input_and_wrong_dims(planted_2d, tmp_path):
