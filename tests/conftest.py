@@ -87,17 +87,3 @@ def medgen_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("medgen_cache")
     os.environ["MEDGEN_CACHE"] = str(path)
     return path
-
-
-@pytest.fixture
-def one_torch_thread():  # type: ignore[no-untyped-def]
-    """Torch on one intra-op thread for the test (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``).
-
-    Tiny networks gain nothing from a second thread; on a busy 2-core machine it spin-waits (steps up to 10x slower).
-    """
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -27,7 +27,7 @@ from medgen.nets.stylegan import StyleGenerator, modulated_conv
 from medgen.store.load import load_model
 from tests.helpers import assert_same_checkpoints, fit_smoke, straight_and_resumed
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/nets/conftest.py
 ROOT = Path(__file__).resolve().parents[2]
 LABEL = [{"name": "label", "kind": "class", "num_classes": 2}]
 
