@@ -18,7 +18,8 @@ DEFAULT_UNPAIRED = "fid,kid,prdc,diversity"
 DEFAULT_PAIRED = "ssim,ms_ssim,psnr,mae"
 #: The library's parameter names → this command's flags, for error messages.
 FLAGS = {"metrics": "--metrics", "window": "--window", "extractor": "--extractor", "data_range": "--data-range",
-         "protocol": "--protocol", "masks": "--mask", "bootstrap": "--bootstrap", "seed": "--seed"}  # fmt: skip
+         "protocol": "--protocol", "masks": "--mask", "bootstrap": "--bootstrap", "seed": "--seed",
+         "normalize_real": "--normalize-real"}  # fmt: skip
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -42,11 +43,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "[-1, 1] by --window (else the modality's training preset), with a real-vs-real split-half baseline "
             "and 95 % CIs (unpaired: subsamples of half the images or 3D volumes, without replacement; paired: a "
             f"bootstrap of the per-pair mean). --paired matches files by name (default metrics {DEFAULT_PAIRED}) and "
-            "works on "
-            "the stored intensities, clipped to --window when given; --data-range states their range."
+            "works on the stored intensities, clipped to --window when given; --data-range states their range. "
+            "medgen translate/generate write MRI and X-ray outputs in the model's [-1, 1] (the per-image percentile "
+            "scaling is not inverted): --normalize-real MODALITY maps each real image to [-1, 1] as training maps "
+            "targets and compares there (data range 2). --real may be a paired datalist (its image column = the "
+            "targets, which translate's outputs are named after)."
         ),
     )
-    p.add_argument("--real", required=True, metavar="SRC", help="folder of real images or a manifest.jsonl")
+    p.add_argument("--real", required=True, metavar="SRC",
+                   help="folder of real images, a datalist (its image column; a paired datalist's targets), demo:NAME "
+                        "or a manifest.jsonl")  # fmt: skip
     p.add_argument("--fake", required=True, metavar="SRC", help="folder of generated images or a manifest.jsonl")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for report.json and report.html")
     p.add_argument("--include-qc-failed", action="store_true",
@@ -56,6 +62,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--paired", action="store_true", help="match files by name and compute paired metrics")
     p.add_argument("--mask", default=None, metavar="SRC", help="masks matched by name (paired metrics, SynthRAD)")
     p.add_argument("--data-range", type=float, default=None, help="value range of the stored intensities (paired)")
+    p.add_argument("--normalize-real", default=None, metavar="MODALITY",
+                   help="paired: map each real image to the model's [-1, 1] by the training preset of MODALITY (mri, "
+                        "xray: percentiles 0.5/99.5 of each image; ct: the HU window, --window LO,HI or full) and read "
+                        "the generated images back into [-1, 1] as medgen writes them; auto: the modality in --fake's "
+                        "manifest.jsonl. Use it on medgen translate/generate outputs (default: off)")  # fmt: skip
     p.add_argument("--window", type=_range, default=None, metavar="LO,HI", help="clip intensities to [LO, HI] first")
     p.add_argument("--protocol", default="default", choices=("default", "synthrad2023", "synthrad2025"),
                    help="paired-metric definitions (default: default)")  # fmt: skip
@@ -110,7 +121,7 @@ def paired_options(args: argparse.Namespace) -> PairedOptions:
 
     return PairedOptions(
         out=args.out, metrics=_names(args.metrics or DEFAULT_PAIRED), data_range=args.data_range, window=args.window,
-        protocol=args.protocol, masks=args.mask, bootstrap=args.bootstrap,
+        protocol=args.protocol, masks=args.mask, bootstrap=args.bootstrap, normalize_real=args.normalize_real,
     )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from monai.data import MetaTensor
 
 from medgen.data.io import load_image
 from medgen.errors import InputError
+from medgen.evaluation.model_range import ModelRange, model_range
 from medgen.evaluation.report import MetricValue, Report, write_report
 from medgen.evaluation.similarity import PAIRED_METRICS, paired_metrics
 from medgen.evaluation.sources import ImageItem, list_source, load_ras, load_stack, pair_items, to_ras
@@ -43,6 +44,10 @@ class PairedOptions:
         protocol: ``default``, ``synthrad2023`` or ``synthrad2025`` (HU volumes with body masks).
         masks: Source of masks matched to the pairs by file name (folder or ``manifest.jsonl``); None: none.
         bootstrap: Resamples for the 95 % CIs of the means (0: none).
+        normalize_real: ``ct``, ``mri``, ``xray`` or ``auto`` (the generated set's manifest's modality): compare in
+            the model's [-1, 1] (:mod:`medgen.evaluation.model_range`): each real image mapped by that modality's
+            training preset (``window``: the CT window), each generated one read back as medgen writes it; the
+            data range is then 2. None: the stored intensities.
     """
 
     out: str | Path
@@ -52,6 +57,7 @@ class PairedOptions:
     protocol: str = "default"
     masks: str | Path | None = None
     bootstrap: int = 200
+    normalize_real: str | None = None
 
 
 @dataclass
@@ -80,6 +86,7 @@ def evaluate_pairs(
     window: tuple[float, float] | None,
     protocol: str,
     n_boot: int,
+    mapping: ModelRange | None = None,
 ) -> PairedEvaluation:
     """Compute paired metrics for every (real, fake) pair.
 
@@ -91,6 +98,7 @@ def evaluate_pairs(
         window: Clip both images to ``(lo, hi)`` first (default protocol).
         protocol: ``default``, ``synthrad2023`` or ``synthrad2025`` (HU volumes with masks).
         n_boot: Bootstrap resamples for the CIs of the means (0: none).
+        mapping: Compare in the model's [-1, 1] (then ``window`` is not applied again); None: stored values.
     """
     if protocol not in PROTOCOLS:
         raise InputError("protocol", f"unknown protocol '{protocol}'; expected one of {', '.join(PROTOCOLS)}")
@@ -107,6 +115,9 @@ def evaluate_pairs(
             reoriented.append(f"{fake.path.name} ({orientation(pred_stored)} vs {orientation(gt_stored)})")
         mask = _mask_for(masks, real.key, gt_img, real.path)
         gt, pred = gt_img.as_tensor()[None], pred_img.as_tensor()[None]
+        if mapping is not None:
+            gt, pred = mapping.real(gt_img)[None], mapping.fake(pred_img, fake.path)[None]
+            window = None
         if protocol == "default":
             results = paired_metrics(pred, gt, data_range, mask=mask, metrics=metrics, window=window)
             values = {name: float(r.values[0]) for name, r in results.items()}
@@ -115,6 +126,8 @@ def evaluate_pairs(
             fn = synthrad2023 if protocol == "synthrad2023" else synthrad2025
             values = fn(gt[0, 0].double(), pred[0, 0].double(), mask[0, 0] if mask is not None else None)  # type: ignore[arg-type]
         rows.append({"file": str(fake.path.name), "reference": str(real.path.name), **values})
+    if mapping is not None:
+        settings["intensity_mapping"] = mapping.describe()
     settings["geometry"] = (
         "3D pairs compared in RAS on the reference grid; "
         + (f"{len(reoriented)} generated file(s) stored in another orientation were reoriented: "
@@ -137,11 +150,19 @@ def evaluate_paired(real: list[ImageItem], fake: list[ImageItem], options: Paire
 
     Raises:
         InputError: Naming ``data_range`` (neither it nor ``window`` given for the default protocol), ``metrics``,
-            ``window``, ``protocol``, ``masks``, or a file (no partners, a pair on different grids).
+            ``window``, ``protocol``, ``masks``, ``normalize_real``, or a file (no partners, a pair on different
+            grids, a generated MRI/X-ray file outside [-1, 1] under ``normalize_real``).
     """
     pairs = pair_items(real, fake)
     masks = {m.key: m for m in list_source(options.masks)} if options.masks else None
     data_range = options.data_range
+    mapping = model_range(options.normalize_real, options.window, fake) if options.normalize_real else None
+    if mapping is not None:
+        if options.protocol != "default":
+            raise InputError("normalize_real", f"the {options.protocol} protocol compares HU volumes; drop it")
+        if data_range not in (None, 2.0):
+            raise InputError("data_range", "is 2 when real images are normalised (both sides in [-1, 1])")
+        data_range = 2.0
     if data_range is None and options.window is not None:
         data_range = options.window[1] - options.window[0]
     if data_range is None and options.protocol == "default":
@@ -150,24 +171,39 @@ def evaluate_paired(real: list[ImageItem], fake: list[ImageItem], options: Paire
             f"required for paired metrics (the value range of the stored intensities), or give {WINDOW_HINT}",
         )
     window = options.window
-    result = evaluate_pairs(pairs, masks, options.metrics, data_range, window, options.protocol, options.bootstrap)
+    result = evaluate_pairs(pairs, masks, options.metrics, data_range, window, options.protocol, options.bootstrap,
+                            mapping)  # fmt: skip
     protocol = {"mode": "paired", "protocol": options.protocol, "data_range": data_range, "window": window,
-                "settings": result.settings, "bootstrap": options.bootstrap}  # fmt: skip
+                "normalize_real": mapping.modality if mapping else None, "settings": result.settings,
+                "bootstrap": options.bootstrap}  # fmt: skip
     warnings = (
         [f"{len(real) - len(pairs)} real and {len(fake) - len(pairs)} generated files have no partner"]
         if len(pairs) < max(len(real), len(fake))
         else []
     )
     report = Report(result.metrics, len(pairs), len(pairs), protocol, warnings, result.per_image)
-    examples = pairs[:16]
-    shown = None
-    try:
-        shown = (load_stack([r for r, _ in examples], window), load_stack([f for _, f in examples], window))
-    except InputError:  # differently sized images: no picture
-        pass
+    shown = _examples(pairs[:16], window, mapping)
     value_range = window or ((float(shown[0].min()), float(shown[0].max())) if shown else (-1.0, 1.0))
+    if mapping is not None:
+        value_range = (-1.0, 1.0)
     real_examples, fake_examples = shown if shown else (None, None)
     return write_report(report, options.out, real_examples, fake_examples, value_range=value_range)
+
+
+def _examples(
+    pairs: list[tuple[ImageItem, ImageItem]], window: tuple[float, float] | None, mapping: ModelRange | None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(N, 1, *spatial)`` real and generated stacks for the report's picture; None for differently sized images."""
+    try:
+        if mapping is None:
+            return load_stack([r for r, _ in pairs], window), load_stack([f for _, f in pairs], window)
+    except InputError:  # differently sized images: no picture
+        return None
+    real = [mapping.real(load_ras(r.path)) for r, _ in pairs]
+    fake = [mapping.fake(load_ras(f.path), f.path) for _, f in pairs]
+    if any(x.shape != real[0].shape for x in real + fake):
+        return None
+    return torch.stack(real), torch.stack(fake)
 
 
 def orientation(img: MetaTensor) -> str:

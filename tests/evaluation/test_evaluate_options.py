@@ -50,7 +50,7 @@ def test_the_command_names_the_flags() -> None:
 def test_options_from_the_command_line() -> None:
     args = argparse.Namespace(
         out="o", metrics="fid, kid,", window=(0.0, 255.0), extractor="inception", weights=None, bootstrap=5, seed=3,
-        data_range=None, protocol="default", mask=None,
+        data_range=None, protocol="default", mask=None, normalize_real=None,
     )  # fmt: skip
     assert unpaired_options(args) == UnpairedOptions("o", ("fid", "kid"), (0.0, 255.0), "inception", None, 5, 3)
     args.metrics = None
