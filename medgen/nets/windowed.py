@@ -173,7 +173,7 @@ def _windowed(
     roi = tuple(min(int(w), s) for w, s in zip(sides, spatial, strict=True))
     with torch.no_grad():
         parts = [_windowed_item(fn, norm_root, x[b : b + 1], roi, align, halo, overlap, mode) for b in range(len(x))]
-    return torch.cat(parts, dim=0)
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
 
 
 def _windowed_item(
