@@ -96,6 +96,8 @@ DATA = {
     "/data/brain_t1": "demo:mri",
     "/data/my_t1": "demo:mri",
     "/data/ct": "demo:ct",
+    "/data/t1_t2_pairs.csv": "demo:mri-pairs",
+    "/data/t1_t2_domains.csv": "demo:mri-domains",
     "/data/train_slices": "train_slices/",
     "/data/test_slices": "test_slices/",
 }
@@ -606,6 +608,18 @@ WALK: dict[str, Step] = {
         "benchmarks/latent_mri_2d_64.py", "18 minutes; results/latent_mri_2d_64.txt"
     ),
     "python benchmarks/sampling.py": benchmark("benchmarks/sampling.py", "minutes of sampling"),
+    "python benchmarks/gan_throughput.py": benchmark(
+        "benchmarks/gan_throughput.py", "about 17 minutes on busy cores; results/gan_throughput.txt"
+    ),
+    "python benchmarks/pix2pix_mri_2d.py": benchmark(
+        "benchmarks/pix2pix_mri_2d.py", "about 10 minutes of training; results/pix2pix_mri_2d.txt"
+    ),
+    "python benchmarks/cyclegan_mri_2d.py": benchmark(
+        "benchmarks/cyclegan_mri_2d.py", "about 20 minutes of training; results/cyclegan_mri_2d.txt"
+    ),
+    "python benchmarks/decode_memory.py": benchmark(
+        "benchmarks/decode_memory.py", "10-20 minutes of decoding; results/decode_memory.txt"
+    ),
     "python benchmarks/gan_mri_2d_32.py": benchmark(
         "benchmarks/gan_mri_2d_32.py", "3.5 minutes; results/gan_mri_2d_32.txt"
     ),
