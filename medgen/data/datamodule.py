@@ -240,7 +240,8 @@ class MedicalImageDataModule(L.LightningDataModule):
             ``n_subjects`` (subjects in the training split only; validation subjects are not counted),
             ``num_workers`` (the number used), ``vocab``, and for paired data (a ``source`` column)
             ``source_modality`` (the modality the pair inputs were normalised as; None without pairs) and
-            ``source_intensity`` (their mapping, like ``intensity``).
+            ``source_intensity`` (their mapping, like ``intensity``), and ``slice_axis`` (2D: the RAS axis slices of
+            volumes were cut along, which ``medgen translate`` slices volumes along; None for 3D).
         """
         modality, spacing = self._grid_of_first_image()
         source_modality = self._source_modality()
@@ -257,6 +258,7 @@ class MedicalImageDataModule(L.LightningDataModule):
             "n_subjects": None if self.train_set is None else len(self.train_subjects),
             "num_workers": self.num_workers,
             "vocab": self.condition_vocab,
+            "slice_axis": self.config.slice_axis if self.spatial_dims == 2 else None,
             "preprocessing": {
                 "target_spacing": None if self.config.target_spacing is None else list(self.config.target_spacing),
                 "resize_mode": self.config.resize_mode,

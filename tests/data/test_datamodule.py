@@ -204,3 +204,13 @@ def test_describe_counts_only_training_subjects(tmp_path: Path) -> None:
     described = dm.describe()
     assert (described["n_train"], described["n_subjects"]) == (1, 1)  # the second subject is validation only
     assert dm.val_set is not None and len(dm.val_set) == 1
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_describe_records_the_slice_axis_of_2d_models(tmp_path: Path, spatial_dims: int) -> None:
+    """``medgen translate`` slices volumes along the recorded axis; 3D data records none."""
+    save_phantom_set(tmp_path, phantom_family("ct", 2, (16, 16, 8), seed=1))
+    dm = MedicalImageDataModule(str(tmp_path), modality="ct", spatial_dims=spatial_dims, image_size=16,
+                                num_workers=0, val_fraction=0.5, slice_axis=0, min_foreground=0.0)  # fmt: skip
+    dm.setup("fit")
+    assert dm.describe()["slice_axis"] == (0 if spatial_dims == 2 else None)
