@@ -125,7 +125,8 @@ def test_full_size_config_parses(config: str, capsys: pytest.CaptureFixture[str]
     """Every full-size config is valid for LightningCLI (types, class paths, option names)."""
     assert main(["fit", f"--config={CONFIGS.parent / config}", "--print_config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    task = "medgen.lit.AdversarialTask" if config.startswith("gan") else "medgen.lit.GenerativeTask"
+    adversarial = config.startswith(("gan", "stylegan", "pix2pix", "cyclegan", "ae_"))
+    task = "medgen.lit.AdversarialTask" if adversarial else "medgen.lit.GenerativeTask"
     assert printed["model"]["class_path"] == task
     assert printed["model"]["init_args"]["model"]["class_path"].startswith("medgen.models.")
     assert printed["trainer"]["accelerator"] == "gpu"
