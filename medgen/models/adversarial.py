@@ -67,6 +67,7 @@ class AdversarialModel:
     """
 
     critics: ClassVar[tuple[str, ...]] = (IMAGE_CRITIC,)
+    task_class_path: ClassVar[str] = "medgen.lit.AdversarialTask"
 
     def play(self, batch: dict[str, Any], cond: Condition | None, generator: torch.Generator) -> Play:
         """The duels and supervised terms of one training step, noise from ``generator``.

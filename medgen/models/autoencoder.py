@@ -40,6 +40,8 @@ class Autoencoder(AdversarialModel, TrainableModel):
     """
 
     family = "autoencoder"
+    #: An exported autoencoder fine-tunes on its reconstruction loss alone, without a discriminator to configure.
+    task_class_path = "medgen.lit.GenerativeTask"
     net: KLAutoencoder
 
     def __init__(

@@ -45,6 +45,8 @@ class TrainableModel(nn.Module):
 
     #: Family name recorded in checkpoints and model cards.
     family: ClassVar[str] = "unknown"
+    #: The task an exported ``config.yaml`` names (a string: no import).
+    task_class_path: ClassVar[str] = TASK_CLASS_PATH
     #: The trained network (every model has one; ``torch.compile`` and fine-tuning prefixes address it).
     net: nn.Module
 
@@ -148,8 +150,9 @@ class TrainableModel(nn.Module):
     ) -> Path:
         """Write ``config.yaml``, ``model.safetensors`` and ``model_card.json`` into ``out_dir`` (the export format).
 
-        ``config.yaml`` is a ``medgen fit`` config (the model inside :data:`TASK_CLASS_PATH`), so an exported model
-        can be fine-tuned with ``--config OUT_DIR/config.yaml``. Files are replaced atomically.
+        ``config.yaml`` is a ``medgen fit`` config (the model inside :attr:`task_class_path`), so an exported model
+        can be fine-tuned with ``--config OUT_DIR/config.yaml`` (adversarial families: after a config that names
+        the discriminator, e.g. ``configs/gan_2d.yaml``). Files are replaced atomically.
 
         Args:
             out_dir: Output folder (created).
@@ -173,7 +176,7 @@ class TrainableModel(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         weights = atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-        config = {"model": {"class_path": TASK_CLASS_PATH, "init_args": {"model": self.config}}}
+        config = {"model": {"class_path": self.task_class_path, "init_args": {"model": self.config}}}
         written = atomic_write(out / CONFIG_FILE, lambda tmp: tmp.write_text(yaml.safe_dump(config, sort_keys=False)))
         files = {CONFIG_FILE: file_sha256(written), WEIGHTS_FILE: file_sha256(weights)}
         meta = describe if describe is not None else self.describe()

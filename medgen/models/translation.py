@@ -15,9 +15,6 @@ from medgen.errors import InputError
 from medgen.models.adversarial import AdversarialModel
 from medgen.models.base import TrainableModel
 
-#: Task class path written into a translation model's exported ``config.yaml``.
-TRANSLATION_TASK = "medgen.lit.AdversarialTask"
-
 
 class TranslationModel(AdversarialModel, TrainableModel):
     """Base of image-to-image models.

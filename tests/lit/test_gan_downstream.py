@@ -22,6 +22,8 @@ def test_gan_exports_verifies_and_fine_tunes_from_its_export(tmp_path: Path) -> 
     card = json.loads((export / "model_card.json").read_text())
     assert card["family"] == "gan" and card["spatial_dims"] == 2
     assert main(["checkpoints", "verify", str(export)]) == 0
+    # the exported fit config names the adversarial task (a discriminator comes from a config such as gan_2d.yaml)
+    assert "class_path: medgen.lit.AdversarialTask" in (export / "config.yaml").read_text()
     exported = GANModel.from_pretrained(export)
     # One fine-tuning step moves each weight by about the learning rate (Adam's first step), so the tuned generator
     # sits within 1e-3 of the export, while a fresh generator of the same seed (another than the export's) is O(0.1)
