@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -24,7 +23,7 @@ from medgen.objectives.adversarial import (
 )
 from medgen.objectives.diffaugment import diff_augment
 from medgen.store.load import load_model
-from tests.helpers import assert_same_checkpoints, straight_and_resumed
+from tests.helpers import assert_generation_is_batch_independent, assert_same_checkpoints, straight_and_resumed
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "smoke"
 
@@ -120,16 +119,7 @@ def test_generation_does_not_depend_on_the_batch_size(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = GANModel(UpsamplingGenerator(2, size, latent_dim=8, channels=(16, 8, 8)))
     model.save_pretrained(tmp_path / "gan")
-    files = {}
-    for batch in ("1", "4"):
-        out = tmp_path / f"b{batch}"
-        assert main(["generate", "--checkpoint", str(tmp_path / "gan"), "--num-samples", "4", "--out", str(out),
-                     "--format", "npy", "--batch-size", batch, "--max-retries", "0"]) == 0  # fmt: skip
-        files[batch] = [np.load(p) for p in sorted(out.glob("sample_*.npy"))]
-    assert len(files["1"]) == 4
-    for one, four in zip(files["1"], files["4"], strict=True):
-        assert np.array_equal(one, four)
-    assert not np.array_equal(files["1"][0], files["1"][1])
+    assert_generation_is_batch_independent(tmp_path / "gan", tmp_path, num=4, batch=4)
 
 
 def test_sampling_method_and_image_size_are_checked(tmp_path: Path) -> None:

@@ -25,7 +25,12 @@ from medgen.nets.condition import Condition
 from medgen.nets.gan import MultiScalePatchCritic
 from medgen.nets.stylegan import StyleGenerator, modulated_conv
 from medgen.store.load import load_model
-from tests.helpers import assert_same_checkpoints, fit_smoke, straight_and_resumed
+from tests.helpers import (
+    assert_generation_is_batch_independent,
+    assert_same_checkpoints,
+    fit_smoke,
+    straight_and_resumed,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/nets/conftest.py
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,16 +121,7 @@ def test_generation_does_not_depend_on_the_batch_size(tmp_path: Path, spatial_di
         for conv in net.convs:
             conv.noise_strength.fill_(0.5)  # type: ignore[union-attr]
     GANModel(net).save_pretrained(tmp_path / "stylegan")
-    files = {}
-    for batch in ("1", "3"):
-        out = tmp_path / f"b{batch}"
-        assert main(["generate", "--checkpoint", str(tmp_path / "stylegan"), "--num-samples", "3", "--out", str(out),
-                     "--format", "npy", "--batch-size", batch, "--max-retries", "0"]) == 0  # fmt: skip
-        files[batch] = [np.load(p) for p in sorted(out.glob("sample_*.npy"))]
-    assert len(files["1"]) == 3
-    for alone, batched in zip(files["1"], files["3"], strict=True):
-        assert np.array_equal(alone, batched)
-    assert not np.array_equal(files["1"][0], files["1"][1])
+    assert_generation_is_batch_independent(tmp_path / "stylegan", tmp_path, num=3, batch=3)
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
