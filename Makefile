@@ -10,6 +10,8 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.medgen-installed
 PYTEST_ARGS ?=
+# pytest-xdist workers: one per core by default (each worker and its subprocesses use one thread: tests/conftest.py)
+PYTEST_WORKERS ?= auto
 
 .PHONY: all venv demo test test-fast lint typecheck bench clean
 
@@ -28,10 +30,10 @@ demo: $(STAMP)
 	$(VENV)/bin/medgen demo --out demo_out
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow and not gpu" -x -q $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal -m "not slow and not gpu" -x -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check medgen tests benchmarks

@@ -13,6 +13,15 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# Under pytest-xdist (`make test` runs one worker per core) each worker, and every CLI subprocess it starts, uses
+# one thread: the workers already fill the cores, and more threads per worker would oversubscribe them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_name] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 _LOOPBACK = ("127.", "::1", "localhost")
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
