@@ -29,6 +29,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     show.add_argument("name", metavar="NAME", help="registry name, exported folder or .ckpt")
     check = actions.add_parser("verify", help="verify config, weights and card against the card sha256 (exit 2 if not)")
     check.add_argument("path", metavar="PATH", help="exported folder, registry name or .ckpt")
+    imp = actions.add_parser(
+        "import",
+        help="convert MAISI (NV-Generate-CT/MR) checkpoint files into an exported model folder",
+        description="Read MAISI's diffusion UNet and autoencoder files (torch.load weights_only: no code runs) into "
+        "the latent model of --config (architecture arguments, e.g. configs/maisi_ct_3d.yaml) and export it to --out "
+        "(then: medgen generate --checkpoint OUT, medgen fit --pretrained.init_from OUT).",
+    )
+    imp.add_argument("source", choices=("maisi",), help="the checkpoint family")
+    imp.add_argument("--config", required=True, help="medgen fit config naming MAISI's architecture")
+    imp.add_argument("--unet", required=True, help='MAISI UNet file ({"unet_state_dict", "scale_factor", ...})')
+    imp.add_argument("--autoencoder", required=True, help="MAISI autoencoder file (bare state dict or wrapped)")
+    imp.add_argument("--out", required=True, help="exported folder to write")
+    imp.add_argument("--name", default=None, help="model name in the card (default: the folder name)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
     p.set_defaults(func=run)
 
@@ -44,6 +57,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             where = ", ".join(str(p) for p in search_path()) or "no registry folder exists"
             print(f"no exported models found ({where})", file=sys.stderr)
+        return 0
+    if args.action == "import":
+        from medgen.interop.maisi import import_maisi
+
+        out = import_maisi(args.config, args.unet, args.autoencoder, args.out, args.name)
+        print(f"imported {args.source} into {out}")
         return 0
     if args.action == "show":
         source = resolve(args.name)
