@@ -3,11 +3,13 @@
 ``medgen fit --pretrained.init_from PATH_OR_NAME`` copies the weights (never the optimizer state) of a ``.ckpt``, an
 exported folder, a registry name or a MONAI model-zoo style state dict (``DiffusionModelUNet`` / ``ControlNet`` /
 ``AutoencoderKL`` weights saved with ``torch.save(net.state_dict())`` or as safetensors) into the new model.
-Tensors whose name and shape match are copied; new ones (an added condition embedding, extra input channels) keep
-their fresh initialisation; the report lists exactly which. ``--pretrained.autoencoder_from`` loads a latent
-model's first stage, ``--pretrained.freeze`` keeps parameters fixed. Lightning's own ``load_from_checkpoint``
-needs the same config and loads all-or-nothing, hence this module. It sits above :mod:`medgen.store` and
-:mod:`medgen.lit`, so neither the tasks nor the models know where weights come from.
+Weights in MONAI Generative's pre-merge names are renamed first (:mod:`medgen.interop.monai_generative`; the report
+lists each rename and why). Tensors whose name and shape match are copied; new ones (an added condition embedding,
+extra input channels) keep their fresh initialisation; the report lists exactly which.
+``--pretrained.autoencoder_from`` loads a latent model's first stage, ``--pretrained.freeze`` keeps parameters
+fixed. Lightning's own ``load_from_checkpoint`` needs the same config and loads all-or-nothing, hence this module.
+It sits above :mod:`medgen.store` and :mod:`medgen.lit`, so neither the tasks nor the models know where weights
+come from.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from medgen.errors import InputError
+from medgen.interop.monai_generative import upgrade_for
 from medgen.models.base import TrainableModel
 from medgen.models.latent import LatentSpace
 from medgen.weights import WEIGHT_SUFFIXES, align_prefix, best_prefix, read_state
@@ -41,6 +44,7 @@ class LoadReport:
         unexpected: Keys of the source the module lacks (ignored).
         mismatched: Keys present in both with different shapes (kept as initialised).
         frozen: Parameter names frozen afterwards.
+        renamed: Report lines of tensors renamed from MONAI Generative names (or filled), each with why.
     """
 
     source: str
@@ -49,6 +53,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     frozen: list[str] = field(default_factory=list)
+    renamed: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """A readable multi-line report."""
@@ -59,7 +64,7 @@ class LoadReport:
         ]
         for title, keys in (("new", self.missing), ("unused", self.unexpected), ("shape mismatch", self.mismatched)):
             lines += [f"  {title}: {k}" for k in keys]
-        return "\n".join(lines)
+        return "\n".join(lines + self.renamed)
 
 
 def read_pretrained(ref: str | Path, use_ema: bool = True) -> dict[str, torch.Tensor]:
@@ -108,8 +113,9 @@ def load_pretrained(
             prefix matches no parameter.
     """
     target = module.state_dict()
-    state = align_prefix(read_pretrained(ref, use_ema), target, _BARE_PREFIXES)
-    report = LoadReport(str(ref))
+    upgrade, prefix = upgrade_for(read_pretrained(ref, use_ema), target, _BARE_PREFIXES)  # old MONAI Generative names
+    state = align_prefix(upgrade.state, target, _BARE_PREFIXES)
+    report = LoadReport(str(ref), renamed=upgrade.lines(prefix))
     copy: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key not in target:
@@ -179,7 +185,10 @@ def load_submodule(target: nn.Module, ref: str | Path, field_name: str) -> None:
         InputError: Some tensor of ``target`` is missing from ``ref`` or has another shape (names ``field_name``).
     """
     want = target.state_dict()
-    state = read_pretrained(ref)
+    upgrade, _ = upgrade_for(read_pretrained(ref), want, ("",))  # old MONAI Generative names
+    state = upgrade.state
+    if upgrade.renamed:
+        rank_zero_info("\n".join([f"{field_name} {ref}:", *upgrade.lines()]))
     best = best_prefix(("", "net.", "autoencoder."), want, state)
     found = {k: state[f"{best}{k}"] for k in want if f"{best}{k}" in state}
     missing = [k for k in want if k not in found]
