@@ -71,12 +71,17 @@ def read_pretrained(ref: str | Path, use_ema: bool = True) -> dict[str, torch.Te
     """The pretrained tensors behind ``ref``, named as in a model's ``state_dict`` (verified where a card has a sha256).
 
     Args:
-        ref: A ``.ckpt``, exported folder or registry name, or a bare ``.pt``/``.pth``/``.bin``/``.safetensors``.
+        ref: A ``.ckpt``, exported folder or registry name, a bare ``.pt``/``.pth``/``.bin``/``.safetensors``, or
+            ``maisi:PATH`` (a MAISI UNet or autoencoder file, :func:`medgen.interop.maisi.maisi_model_state`).
         use_ema: From a ``.ckpt``, the EMA weights when the run kept them.
     """
     from medgen.store.ckpt import model_state, read_checkpoint
     from medgen.store.registry import load_weights, resolve
 
+    if str(ref).startswith("maisi:"):  # a MAISI UNet or autoencoder file, named as in a medgen latent model
+        from medgen.interop.maisi import maisi_model_state
+
+        return maisi_model_state(str(ref).removeprefix("maisi:"))
     path = Path(ref)
     if path.is_file() and path.suffix in WEIGHT_SUFFIXES and path.suffix != ".ckpt":
         return read_state(path)

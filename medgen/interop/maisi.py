@@ -89,6 +89,27 @@ def read_maisi_files(unet_path: str | Path, autoencoder_path: str | Path) -> Mai
     return MaisiFiles(unet, autoencoder, None if scale is None else float(scale), extras)
 
 
+def maisi_model_state(path: str | Path) -> StateDict:
+    """One MAISI file's tensors under a medgen latent model's names, for ``--pretrained.init_from maisi:PATH``.
+
+    A UNet file (``{"unet_state_dict", "scale_factor", ...}``) gives ``net.unet.*`` and ``latent_scale``; an
+    autoencoder file (bare or wrapped; names starting ``encoder.``/``decoder.``) gives ``autoencoder.*``.
+    """
+    raw = read_raw(path)
+    state = tensors_of(raw, UNET_KEY, path)
+    if all(k.split(".")[0] in _AUTOENCODER_PARTS for k in state):
+        return {f"autoencoder.{k}": v for k, v in state.items()}
+    out = {f"net.unet.{k}": v for k, v in state.items()}
+    scale = raw.get(SCALE_KEY) if isinstance(raw, dict) else None
+    if scale is not None:
+        out["latent_scale"] = torch.as_tensor(scale, dtype=torch.float32).reshape(())
+    return out
+
+
+#: Top-level children of MAISI's autoencoder.
+_AUTOENCODER_PARTS = ("encoder", "decoder", "quant_conv_mu", "quant_conv_log_sigma", "post_quant_conv")
+
+
 def load_exact(module: nn.Module, state: StateDict, source: str | Path) -> None:
     """Load ``state`` into ``module`` when every tensor fits by name and shape, else name the first that does not.
 

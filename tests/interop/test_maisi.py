@@ -21,7 +21,8 @@ from monai.apps.generation.maisi.networks.diffusion_model_unet_maisi import Diff
 from medgen.cli import main
 from medgen.demo_data import demo_folder
 from medgen.errors import InputError
-from medgen.interop.maisi import import_maisi
+from medgen.finetune import load_pretrained, load_submodule
+from medgen.interop.maisi import import_maisi, model_from_config
 from medgen.nets.condition import Condition
 from medgen.nets.maisi import MaisiDiffusionUNet
 from medgen.store.load import load_model
@@ -173,3 +174,18 @@ def test_unet_inputs_from_conditions(spatial_dims: int) -> None:
     with torch.no_grad():
         assert torch.equal(net(x, t, Condition(values=values)), -net.unet(x, t, **inputs))
         assert not torch.equal(net(x, t, Condition(values=values)), net(x, t, Condition(values=values.flip(0))))
+
+
+@pytest.mark.parametrize("wrap_autoencoder", [False, True])
+def test_init_from_maisi_files_directly(tmp_path: Path, wrap_autoencoder: bool) -> None:
+    """``--pretrained.init_from maisi:UNET`` and ``--pretrained.autoencoder_from maisi:AE``, without an import."""
+    unet_file, ae_file, unet, autoencoder = _maisi_files(tmp_path, wrap_autoencoder)
+    model: Any = model_from_config(_config(tmp_path))
+    report = load_pretrained(model, f"maisi:{unet_file}")
+    assert sorted(report.loaded) == sorted([*(f"net.unet.{k}" for k in unet.state_dict()), "latent_scale"])
+    assert all(k.startswith("autoencoder.") for k in report.missing) and not report.unexpected
+    model.pretrained_loaded(report.loaded)
+    assert float(model.latent_scale) == 0.8125 and model.fixed_scale
+    load_submodule(model.autoencoder, f"maisi:{ae_file}", "pretrained.autoencoder_from")
+    assert all(torch.equal(model.autoencoder.state_dict()[k], v) for k, v in autoencoder.state_dict().items())
+    assert all(torch.equal(model.net.unet.state_dict()[k], v) for k, v in unet.state_dict().items())
