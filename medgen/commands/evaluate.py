@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from medgen.errors import InputError
 
 if TYPE_CHECKING:
+    from medgen.evaluation.distributed import Devices
     from medgen.evaluation.paired import PairedOptions
     from medgen.evaluation.unpaired import UnpairedOptions
 
@@ -78,24 +79,62 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--bootstrap", type=int, default=200, help="resamples for the 95%% CIs (default: 200; 0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of baselines and bootstraps (default: 0)")
+    add_device_options(p, "unpaired feature extraction")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
     p.set_defaults(func=run)
 
 
+def positive_int(text: str) -> int:
+    """Argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
+def add_device_options(p: argparse.ArgumentParser, what: str) -> None:
+    """``--devices``, ``--num-nodes`` and ``--accelerator`` of a command whose ``what`` is sharded (Fabric DDP)."""
+    p.add_argument("--devices", type=positive_int, default=1,
+                   help=f"devices per node sharing the {what}, one process each, started by Lightning (DDP; under "
+                        "torchrun or srun Lightning joins the processes they started); the result equals one "
+                        "process's (default: 1 = no Lightning)")  # fmt: skip
+    p.add_argument("--num-nodes", type=positive_int, default=1, help="nodes for --devices (default: 1)")
+    p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "cuda"),
+                   help="with --devices (default: auto)")  # fmt: skip
+
+
+def devices(args: argparse.Namespace) -> Devices:
+    """The :class:`~medgen.evaluation.distributed.Devices` of ``--devices``/``--num-nodes``/``--accelerator``."""
+    from medgen.evaluation.distributed import Devices
+
+    return Devices(args.accelerator, args.devices, args.num_nodes)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Evaluate and write the report."""
+    """Evaluate and write the report (unpaired features sharded over ``--devices`` processes, report on rank 0)."""
+    from medgen.evaluation.distributed import distributed
     from medgen.evaluation.sources import list_source
 
     real, fake = list_source(args.real, args.include_qc_failed), list_source(args.fake, args.include_qc_failed)
+    if args.paired and args.devices * args.num_nodes > 1:
+        raise InputError("--devices", "shards the unpaired feature pass; paired metrics run in one process")
     try:
         if args.paired:
             from medgen.evaluation.paired import evaluate_paired
 
             json_path, html_path = evaluate_paired(real, fake, paired_options(args))
         else:
-            from medgen.evaluation.unpaired import evaluate_unpaired
+            from medgen.evaluation.unpaired import unpaired_features, write_unpaired
 
-            json_path, html_path = evaluate_unpaired(real, fake, unpaired_options(args))
+            options = unpaired_options(args)
+            with distributed(devices(args)) as rank:
+                features = unpaired_features(real, fake, options)
+            if rank != 0:
+                return 0
+            json_path, html_path = write_unpaired(features, real, fake, options)
     except InputError as error:
         flagged = with_flags(error)
         if flagged is error:

@@ -10,10 +10,15 @@ Forms::
 from __future__ import annotations
 
 import argparse
+import io
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
 
+from medgen.commands.evaluate import add_device_options, devices, positive_int
 from medgen.errors import InputError
 
 EMBEDDER_HELP = "structural (default; shipped weights), pixel, inception, or a .safetensors file from train-embedder"
@@ -26,16 +31,6 @@ def _quantile(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got '{text}'") from None
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got '{text}'")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
     return value
 
 
@@ -69,13 +64,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "manifest marks them qc.passed false)")  # fmt: skip
     p.add_argument("--out", default=None, metavar="DIR", help="output folder for report.json and report.html")
     p.add_argument("--index", default=None, metavar="DIR", help="use a prebuilt index instead of --train")
-    p.add_argument("--top-k", type=_positive, default=None,
+    p.add_argument("--top-k", type=positive_int, default=None,
                    help="training candidates retrieved and verified per sample (default: 20; 5 with "
                         "--no-verify)")  # fmt: skip
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="decide on the embedding similarity alone, without pixel verification (faster at very "
                         "large N; flagged samples are still confirmed)")  # fmt: skip
     _calibration_options(p)
+    add_device_options(p, "embedding passes")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
     p.set_defaults(func=run, action=None)
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
@@ -84,7 +80,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                        "FILE.safetensors and FILE.json (spec with sha256).")  # fmt: skip
     t.add_argument("--train", required=True, action="append", metavar="SRC", help="training images (repeatable)")
     t.add_argument("--out", required=True, metavar="FILE", help="weights file to write (.safetensors)")
-    t.add_argument("--steps", type=_positive, default=800, help="optimiser steps (default: 800)")
+    t.add_argument("--steps", type=positive_int, default=800, help="optimiser steps (default: 800)")
     t.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     t.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
     i = actions.add_parser("index", help="build a reusable index (for medgen generate --memorization-index)",
@@ -95,23 +91,45 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _calibration_options(i)
     i.add_argument("--no-verify", dest="verify", action="store_false",
                    help="calibrate the embedding threshold only (no two-stage decision)")  # fmt: skip
+    add_device_options(i, "embedding passes")
     i.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Dispatch on the action."""
+    """Dispatch on the action (embedding passes sharded over ``--devices`` processes)."""
     if args.action == "train-embedder":
         return _train_embedder(args)
-    if args.action == "index":
-        from medgen.memorization.index import build_index
+    from medgen.evaluation.distributed import distributed
 
-        index = build_index(args.train, args.out, args.embedder, args.holdout, args.quantile, verify=args.verify)
-        verified = f", verified threshold {index.verification.threshold:.4f}" if index.verification else ""
-        print(f"index: {args.out} (threshold {index.threshold:.4f}{verified}, {index.train.count} training images)",
-              file=sys.stderr)  # fmt: skip
-        _warn(index.calibration.notes + (index.verification.notes if index.verification else []))
-        return 0
-    return _detect(args)
+    with distributed(devices(args)) as rank, _rank_output(args, rank):
+        return _index(args) if args.action == "index" else _detect(args)
+
+
+@contextmanager
+def _rank_output(args: argparse.Namespace, rank: int) -> Iterator[None]:
+    """Rank 0 writes ``--out`` and prints; other ranks (``--devices``) write into a scratch folder, print nothing.
+
+    Every rank runs the whole pipeline, because each embedding pass is sharded over all of them (they meet in
+    every pass); the search, verification and calibration after it are repeated on every rank.
+    """
+    if rank == 0:
+        yield
+        return
+    with tempfile.TemporaryDirectory() as scratch, redirect_stderr(io.StringIO()):
+        if args.out is not None:  # rank 0 reports a missing --out
+            args.out = str(Path(scratch) / "out")
+        yield
+
+
+def _index(args: argparse.Namespace) -> int:
+    from medgen.memorization.index import build_index
+
+    index = build_index(args.train, args.out, args.embedder, args.holdout, args.quantile, verify=args.verify)
+    verified = f", verified threshold {index.verification.threshold:.4f}" if index.verification else ""
+    print(f"index: {args.out} (threshold {index.threshold:.4f}{verified}, {index.train.count} training images)",
+          file=sys.stderr)  # fmt: skip
+    _warn(index.calibration.notes + (index.verification.notes if index.verification else []))
+    return 0
 
 
 #: The library's parameter names → this command's flags, for error messages.

@@ -9,8 +9,10 @@ evaluated 2.5D (every slice along the three axes; FID per plane and their mean, 
 from __future__ import annotations
 
 import warnings as warnings_module
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import torch
 from monai.data import MetaTensor
@@ -18,8 +20,9 @@ from monai.data import MetaTensor
 from medgen.data.io import META_MODALITY, META_MODALITY_SOURCE, load_image
 from medgen.data.presets import ModalityIntensity, check_window_units
 from medgen.errors import InputError
+from medgen.evaluation import distributed
 from medgen.evaluation.distribution import prdc
-from medgen.evaluation.extractors import get_extractor
+from medgen.evaluation.extractors import ExtractorSpec, get_extractor
 from medgen.evaluation.paired import WINDOW_HINT
 from medgen.evaluation.report import MetricValue, Report, write_report
 from medgen.evaluation.similarity import ms_ssim
@@ -38,7 +41,6 @@ from medgen.evaluation.statistics import (
     split_half_baseline,
     volume_units,
 )
-from medgen.progress import progress
 
 UNPAIRED = ("fid", "kid", "prdc", "diversity")
 #: How the metrics message names the paired metrics (``medgen evaluate`` names its flag instead).
@@ -69,36 +71,56 @@ class UnpairedOptions:
     seed: int = 0
 
 
-def normalised(items: list[ImageItem], window: tuple[float, float] | None, modality: str) -> list[torch.Tensor]:
+def normalised(items: Sequence[ImageItem], window: tuple[float, float] | None, modality: str) -> list[torch.Tensor]:
     """Each image as ``(1, *spatial)`` float32 in [-1, 1] (window, else the modality's preset)."""
-    preset = ModalityIntensity(modality)
-    out = []
-    for item in progress(items, "loading"):
-        img = load_ras(item.path)  # 3D: slice planes in RAS, as MAISI's protocol
-        if window is not None:
-            lo, hi = window
-            check_window_units(img, window, "window")
-            out.append(((img.as_tensor().clamp(lo, hi) - lo) / (hi - lo) * 2 - 1).float())
-        else:
-            mapped = preset(img)
-            out.append((mapped.as_tensor() if isinstance(mapped, MetaTensor) else mapped).float())
-    return out
+    return [normalised_one(item, window, modality) for item in items]
+
+
+def normalised_one(item: ImageItem, window: tuple[float, float] | None, modality: str) -> torch.Tensor:
+    """One image as ``(1, *spatial)`` float32 in [-1, 1] (window, else the modality's preset)."""
+    img = load_ras(item.path)  # 3D: slice planes in RAS, as MAISI's protocol
+    if window is not None:
+        lo, hi = window
+        check_window_units(img, window, "window")
+        return ((img.as_tensor().clamp(lo, hi) - lo) / (hi - lo) * 2 - 1).float()
+    mapped = ModalityIntensity(modality)(img)
+    return (mapped.as_tensor() if isinstance(mapped, MetaTensor) else mapped).float()
+
+
+class LazyImages(Sequence[torch.Tensor]):
+    """The normalised images of ``items``, each loaded when indexed (diversity pairs and report examples)."""
+
+    def __init__(self, items: Sequence[ImageItem], window: tuple[float, float] | None, modality: str) -> None:
+        self.items, self.window, self.modality = items, window, modality
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @overload
+    def __getitem__(self, index: int) -> torch.Tensor: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[torch.Tensor]: ...
+    def __getitem__(self, index: int | slice) -> torch.Tensor | list[torch.Tensor]:
+        if isinstance(index, slice):
+            return normalised(self.items[index], self.window, self.modality)
+        return normalised_one(self.items[index], self.window, self.modality)
 
 
 def features_2d(extractor: torch.nn.Module, images: list[torch.Tensor], batch_size: int = 32) -> torch.Tensor:
-    """``(N, d)`` features of 2D images, batching images of equal shape."""
+    """``(N, d)`` float64 CPU features of 2D images, batching images of equal shape (on the extractor's device)."""
     feats = []
+    dev = next(extractor.parameters(), torch.empty(0)).device
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
+            chunk = [c.to(dev) for c in images[start : start + batch_size]]
             if all(c.shape == chunk[0].shape for c in chunk):
-                feats.append(extractor(torch.stack(chunk)).double())
+                feats.append(extractor(torch.stack(chunk)).double().cpu())
             else:
-                feats += [extractor(c[None]).double() for c in chunk]
+                feats += [extractor(c[None]).double().cpu() for c in chunk]
     return torch.cat(feats)
 
 
-def diversity(images: list[torch.Tensor], pairs: int = 200, seed: int = 0) -> float:
+def diversity(images: Sequence[torch.Tensor], pairs: int = 200, seed: int = 0) -> float:
     """Mean MS-SSIM over random pairs of distinct images (data_range 2 on [-1, 1]); lower = more diverse."""
     n = len(images)
     if n < 2:
@@ -127,8 +149,41 @@ def evaluate_unpaired(real: list[ImageItem], fake: list[ImageItem], options: Unp
         InputError: Naming ``metrics`` (an unknown metric), ``window`` (none given for an unknown modality, or one
             an 8-bit image cannot be in the units of) or a file.
     """
-    metrics = list(options.metrics)
-    unknown = [m for m in metrics if m not in UNPAIRED]
+    features = unpaired_features(real, fake, options)
+    return write_unpaired(features, real, fake, options)
+
+
+@dataclass(frozen=True)
+class UnpairedFeatures:
+    """The one feature pass of an unpaired evaluation (what :func:`write_unpaired` needs besides the images).
+
+    Attributes:
+        real: Real features (per image, or per volume and plane in 3D).
+        fake: Generated features, likewise.
+        modality: The real set's modality (``ct``, ``mri``, ``xray`` or unknown) and ``modality_source``.
+        spec: The extractor's spec (name, sha256, resize, input).
+        spatial_dims: 2 or 3.
+    """
+
+    real: UnitFeatures
+    fake: UnitFeatures
+    modality: tuple[str, str]
+    spec: ExtractorSpec
+    spatial_dims: int
+
+
+def unpaired_features(real: list[ImageItem], fake: list[ImageItem], options: UnpairedOptions) -> UnpairedFeatures:
+    """Load, map to [-1, 1] and extract the features of both sets (sharded under ``distributed``).
+
+    Batches of :data:`FEATURE_BATCH` images (2D) or one volume (3D) are the unit of work; under
+    :func:`medgen.evaluation.distributed.distributed` each process extracts every ``world_size``-th batch on its
+    device and every process receives all features, in file order.
+
+    Raises:
+        InputError: Naming ``metrics`` (an unknown metric), ``window`` (none given for an unknown modality, or one
+            an 8-bit image cannot be in the units of) or a file.
+    """
+    unknown = [m for m in options.metrics if m not in UNPAIRED]
     warnings_module.filterwarnings("ignore", message="FID below")  # reported in the report's warnings instead
     if unknown:
         raise InputError(
@@ -139,15 +194,50 @@ def evaluate_unpaired(real: list[ImageItem], fake: list[ImageItem], options: Unp
     modality, modality_source = str(first.meta[META_MODALITY]), str(first.meta[META_MODALITY_SOURCE])
     if options.window is None and modality not in ("ct", "mri", "xray"):
         raise InputError(real[0].path, f"modality unknown: give {WINDOW_HINT} in the stored values to map intensities")
-    real_imgs, fake_imgs = normalised(real, options.window, modality), normalised(fake, options.window, modality)
     extractor, spec = get_extractor(options.extractor, options.weights)
-    spatial_dims = real_imgs[0].ndim - 1
+    extractor = extractor.to(distributed.device())
+    spatial_dims = LazyImages(real, options.window, modality)[0].ndim - 1
+    sets = [_set_features(extractor, LazyImages(items, options.window, modality), spatial_dims, name)
+            for items, name in ((real, "real"), (fake, "fake"))]  # fmt: skip
+    return UnpairedFeatures(sets[0], sets[1], (modality, modality_source), spec, spatial_dims)
+
+
+def _set_features(extractor: torch.nn.Module, images: LazyImages, spatial_dims: int, name: str) -> UnitFeatures:
+    """Features of one set: per image (2D, :data:`FEATURE_BATCH` per call) or per volume and plane (3D)."""
     if spatial_dims == 3:
-        real_f, fake_f = _features_3d(extractor, real_imgs), _features_3d(extractor, fake_imgs)
-    else:
-        real_f = per_row_units(features_2d(extractor, real_imgs), "real features")
-        fake_f = per_row_units(features_2d(extractor, fake_imgs), "fake features")
-    values, warnings = _metric_values(metrics, real_f, fake_f, options, real_imgs, fake_imgs)
+        parts = distributed.map_batches(lambda b: _plane_parts(extractor, images[b.start : b.stop]), len(images), 1,
+                                        f"{name} features")  # fmt: skip
+        planes = range(len(PLANES))
+        return volume_units([torch.cat([p[k][0] for p in parts]) for k in planes],
+                            [[n for p in parts for n in p[k][1]] for k in planes])  # fmt: skip
+    rows = distributed.map_batches(lambda b: features_2d(extractor, images[b.start : b.stop], FEATURE_BATCH),
+                                   len(images), FEATURE_BATCH, f"{name} features")  # fmt: skip
+    return per_row_units(torch.cat(rows), f"{name} features")
+
+
+#: Images per extractor call (2D), and the unit of work of one process.
+FEATURE_BATCH = 32
+
+
+def _plane_parts(extractor: torch.nn.Module, volumes: list[torch.Tensor]) -> list[tuple[torch.Tensor, list[int]]]:
+    """Per plane: the slice features ``(S, d)`` of ``volumes`` and their slice counts."""
+    dev = next(extractor.parameters(), torch.empty(0)).device
+    feats = plane_features(extractor, [v.to(dev) for v in volumes])
+    return [(getattr(feats, p), slice_counts(volumes, p)) for p in PLANES]
+
+
+def write_unpaired(
+    features: UnpairedFeatures, real: list[ImageItem], fake: list[ImageItem], options: UnpairedOptions
+) -> tuple[Path, Path]:
+    """Compute the metrics from ``features`` (diversity and examples load images again) and write the report.
+
+    Returns:
+        The paths of ``report.json`` and ``report.html``.
+    """
+    modality, modality_source = features.modality
+    real_imgs, fake_imgs = LazyImages(real, options.window, modality), LazyImages(fake, options.window, modality)
+    real_f, fake_f, spec, spatial_dims = features.real, features.fake, features.spec, features.spatial_dims
+    values, warnings = _metric_values(list(options.metrics), real_f, fake_f, options, real_imgs, fake_imgs)
     if options.window:
         mapping = f"window [{options.window[0]:g}, {options.window[1]:g}], clipped, linear to [-1, 1]"
     else:
@@ -172,12 +262,6 @@ _HEADLINE_3D = (
 )
 
 
-def _features_3d(extractor: torch.nn.Module, volumes: list[torch.Tensor]) -> UnitFeatures:
-    """Per-plane slice features of ``(1, X, Y, Z)`` volumes, grouped by volume."""
-    feats = plane_features(extractor, volumes)
-    return volume_units([getattr(feats, p) for p in PLANES], [slice_counts(volumes, p) for p in PLANES])
-
-
 def _metric_values(metrics, real_f, fake_f, options, real_imgs, fake_imgs):  # type: ignore[no-untyped-def]
     values: dict[str, MetricValue] = {}
     warnings: list[str] = []
@@ -200,15 +284,16 @@ def _metric_values(metrics, real_f, fake_f, options, real_imgs, fake_imgs):  # t
         res = prdc(torch.cat(real_f.planes), torch.cat(fake_f.planes))
         for key in ("precision", "recall", "density", "coverage"):
             values[key] = MetricValue(float(getattr(res, key)), higher_is_better=True)
-    if "diversity" in metrics and real_imgs[0].ndim == 3:
+    if "diversity" in metrics and len(real_f.planes) == 1:  # 2D
         values["diversity_ms_ssim"] = MetricValue(
             diversity(fake_imgs, seed=options.seed), baseline=diversity(real_imgs, seed=options.seed)
         )
     return values, warnings
 
 
-def _examples(images: list[torch.Tensor], count: int = 16) -> torch.Tensor | None:
+def _examples(images: Sequence[torch.Tensor], count: int = 16) -> torch.Tensor | None:
     """Up to ``count`` images spread evenly over the set (the first files are often all one subject)."""
     step = max(1, len(images) // count)
-    chosen = [im for im in images[::step][:count] if im.shape == images[0].shape]
+    picked = [images[i] for i in range(0, len(images), step)[:count]]
+    chosen = [im for im in picked if im.shape == picked[0].shape]
     return torch.stack(chosen) if chosen else None

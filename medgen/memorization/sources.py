@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from medgen.data.datalist import find_records
 from medgen.data.io import load_image
 from medgen.errors import InputError
+from medgen.evaluation.distributed import map_batches
 from medgen.evaluation.sources import list_source
 from medgen.memorization.embedders import Embedded, embed_images
-from medgen.progress import progress
 
 
 @dataclass
@@ -125,19 +125,21 @@ def embed_items(
 ) -> Embedded:
     """Embed files batch by batch (only embeddings are kept in memory); ``query``: with query rotations.
 
+    Under :func:`medgen.evaluation.distributed.distributed` (``medgen memorization --devices N``) each process
+    embeds every ``world_size``-th batch and every process receives all embeddings, in file order.
+
     Raises:
         InputError: Images of mixed 2D and 3D in one set.
     """
-    vectors: list[Tensor] = []
-    owners: list[Tensor] = []
-    dims: set[int] = set()
-    batches = range(0, len(items), files_per_batch)
-    for start in progress(batches, f"embed {what}", total=len(batches)):
-        images = load_items(items[start : start + files_per_batch])
-        dims.update(image.ndim - 1 for image in images)
+
+    def one_batch(batch: range) -> tuple[Tensor, Tensor, set[int]]:
+        images = load_items(items[batch.start : batch.stop])
         embedded = embed_images(embedder, images, query=query)
-        vectors.append(embedded.vectors)
-        owners.append(embedded.owner + start)
+        return embedded.vectors, embedded.owner + batch.start, {image.ndim - 1 for image in images}
+
+    parts = map_batches(one_batch, len(items), files_per_batch, f"embed {what}")
+    vectors, owners = [p[0] for p in parts], [p[1] for p in parts]
+    dims = set().union(*(p[2] for p in parts))
     if len(dims) > 1:
         raise InputError(what, "mixes 2D images and 3D volumes; give one kind per set")
     spatial_dims = dims.pop() if dims else 2
