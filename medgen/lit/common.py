@@ -66,10 +66,14 @@ class ModelTask(L.LightningModule):
         if self.compile_net and stage == "fit":
             self.model.net.compile()
 
-    def step_generator(self, step: int, stream: int = 0) -> torch.Generator:
-        """A generator on this task's device seeded by ``(seed, step, stream, rank)``."""
+    def step_generator(self, step: int, stream: int = 0, shared: bool = False) -> torch.Generator:
+        """A generator on this task's device seeded by ``(seed, step, stream, rank)``.
+
+        With ``shared``, rank 0's on every process (draws made for the whole global batch, :mod:`medgen.lit.sharding`).
+        """
         g = torch.Generator(device=self.device)
-        g.manual_seed(((self.seed * 1_000_003 + step) * 4 + stream) * 1024 + self.global_rank)
+        rank = 0 if shared else self.global_rank
+        g.manual_seed(((self.seed * 1_000_003 + step) * 4 + stream) * 1024 + rank)
         return g
 
     def condition(self, batch: dict[str, Any]) -> Condition | None:
@@ -100,10 +104,14 @@ class ModelTask(L.LightningModule):
         self.log_samples(picture.float().cpu())
 
     def log_samples(self, samples: torch.Tensor) -> Path | None:
-        """Save a grid (2D) or mid-slice views (3D) as PNG in the log dir and to TensorBoard when used."""
-        if not self.trainer.is_global_zero or self.trainer.log_dir is None:
+        """Save a grid (2D) or mid-slice views (3D) as PNG in the log dir and to TensorBoard when used.
+
+        Rank 0 writes; every process must call it (under DDP the log dir is broadcast from rank 0).
+        """
+        log_dir = self.trainer.log_dir  # a broadcast from rank 0 under DDP: every process must ask
+        if not self.trainer.is_global_zero or log_dir is None:
             return None
-        path = Path(self.trainer.log_dir) / "samples" / f"step_{self.global_step:07d}.png"
+        path = Path(log_dir) / "samples" / f"step_{self.global_step:07d}.png"
         save_grid(samples, path)
         for logger in self.loggers:
             experiment: Any = getattr(logger, "experiment", None)

@@ -4,7 +4,9 @@ The model (:mod:`medgen.models`) says what is learned and how it samples; the ta
 optimizer and schedule (:class:`~medgen.lit.options.Optimization`), how batches become conditions and how often
 they are dropped for classifier-free guidance (:class:`~medgen.lit.options.Conditioning`), the validation
 picture (:class:`~medgen.lit.options.ValidationPictures`), the per-step noise seeded by ``(seed, step, rank)``
-(so a resumed run draws exactly what the uninterrupted run would have), a stop on a non-finite loss, and what
+(so a resumed run draws exactly what the uninterrupted run would have; diffusion and flow models draw it for the
+global batch from ``(seed, step)`` and keep their rows, :mod:`medgen.lit.sharding`, so N processes train what one
+process does at N times the batch), a stop on a non-finite loss, and what
 checkpoints record. Where pretrained weights come from is a callback's job (:class:`medgen.finetune.Pretrained`).
 """
 
@@ -17,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from medgen.lit.common import ModelTask, NonFiniteLossError
 from medgen.lit.options import Conditioning, Optimization, ValidationPictures
+from medgen.lit.sharding import BatchShard, sharded_loss_terms, shards_noise
 from medgen.models.base import TrainableModel
 
 
@@ -45,13 +48,26 @@ class GenerativeTask(ModelTask):
         self.optimization = optimization
         self.save_hyperparameters(ignore=["model", "optimization", "conditioning", "pictures"])
 
-    def _loss_terms(self, batch: dict[str, Any], generator: torch.Generator, drop: bool) -> dict[str, torch.Tensor]:
+    def _loss_terms(
+        self, batch: dict[str, Any], generator: torch.Generator, drop: bool, shard: BatchShard | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The model's loss terms; with ``shard``, condition drops and noise drawn for the global batch."""
         x0 = batch["image"]
         cond = self.condition(batch)
+        whole = shard or BatchShard()
         if cond is not None and drop and self.conditioning.drop_prob > 0:
-            mask = torch.rand(x0.shape[0], generator=generator, device=x0.device) < self.conditioning.drop_prob
-            cond = cond.dropped(mask)
+            draw = torch.rand(whole.global_size(x0.shape[0]), generator=generator, device=x0.device)
+            cond = cond.dropped(whole.rows(draw) < self.conditioning.drop_prob)
+        if shard is not None and shard.world_size > 1:
+            return sharded_loss_terms(self.model, x0, cond, generator, shard)  # type: ignore[arg-type]
         return self.model.loss_terms(x0, cond, generator)
+
+    def _training_shard(self) -> BatchShard | None:
+        """Where this process's rows sit in the global batch, for models whose draws can be sharded."""
+        if not shards_noise(self.model):
+            return None
+        world = int(self.trainer.world_size) if self._trainer is not None else 1
+        return BatchShard(self.global_rank, world)
 
     # ------------------------------------------------------------------ training and validation
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -60,7 +76,9 @@ class GenerativeTask(ModelTask):
             note = self.model.prepare(batch["image"], lambda t: self.trainer.strategy.reduce(t, reduce_op="mean"))
             if note:
                 rank_zero_info(note)
-        terms = self._loss_terms(batch, self.step_generator(self.global_step), drop=True)
+        shard = self._training_shard()
+        generator = self.step_generator(self.global_step, shared=shard is not None)
+        terms = self._loss_terms(batch, generator, drop=True, shard=shard)
         loss = terms["loss"]
         if not torch.isfinite(loss):
             raise NonFiniteLossError(self._non_finite_message(loss))
