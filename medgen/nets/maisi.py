@@ -274,6 +274,10 @@ class MaisiDiffusionUNet(GenerativeNet):
         if values is None:
             values = torch.full((batch, len(self.conditions)), float("nan"), device=device)
         columns = {spec.name: values[:, k] for k, spec in enumerate(self.conditions)}
+        for spec in self.conditions:  # class ids outside the embedding would fail deep inside torch
+            ids = torch.nan_to_num(columns[spec.name], nan=0.0)
+            if spec.kind == "class" and bool(((ids < 0) | (ids >= spec.num_classes) | (ids != ids.round())).any()):
+                raise ValueError(f"condition '{spec.name}' needs class ids 0..{spec.num_classes - 1}")
         inputs: dict[str, torch.Tensor] = {}
         if "modality" in columns:
             inputs["class_labels"] = torch.nan_to_num(columns["modality"], nan=0.0).long()
@@ -284,7 +288,7 @@ class MaisiDiffusionUNet(GenerativeNet):
         for name, key in (("top_region", "top_region_index_tensor"), ("bottom_region", "bottom_region_index_tensor")):
             if name in columns:
                 column = columns[name]
-                index = torch.nan_to_num(column, nan=0.0).long().clamp(0, len(BODY_REGIONS) - 1)
+                index = torch.nan_to_num(column, nan=0.0).long()
                 one_hot = nn.functional.one_hot(index, len(BODY_REGIONS)).to(dtype) * MAISI_INPUT_SCALE
                 inputs[key] = torch.where(torch.isnan(column).unsqueeze(1), torch.zeros_like(one_hot), one_hot)
         return inputs

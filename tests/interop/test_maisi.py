@@ -169,6 +169,8 @@ def test_unet_inputs_from_conditions(spatial_dims: int) -> None:
     assert inputs["spacing_tensor"].tolist() == [[50.0, 50.0, 100.0], [100.0, 100.0, 250.0]]
     assert inputs["top_region_index_tensor"].tolist() == [[0.0, 100.0, 0.0, 0.0], [0.0] * 4]
     assert inputs["bottom_region_index_tensor"].tolist() == [[0.0, 0.0, 100.0, 0.0], [0.0] * 4]
+    with pytest.raises(ValueError, match="condition 'top_region' needs class ids 0..3"):
+        net.maisi_inputs(torch.tensor([[3.0, 0.5, 0.5, 1.0, 4.0, 2.0]]), 1, torch.float32)
     _randomised(net, 2)
     x, t = torch.randn(2, 4, *[8] * spatial_dims), torch.tensor([100.0, 900.0])
     with torch.no_grad():
