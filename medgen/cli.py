@@ -29,6 +29,12 @@ def _run_dataset(argv: Sequence[str]) -> int:
     return dataset.run(argv)
 
 
+def _run_encode(argv: Sequence[str]) -> int:
+    from medgen.commands import encode
+
+    return encode.run(argv)
+
+
 def _lightning(subcommand: str) -> Callable[[Sequence[str]], int]:
     def run(argv: Sequence[str]) -> int:
         from medgen.commands import train
@@ -41,6 +47,7 @@ def _lightning(subcommand: str) -> Callable[[Sequence[str]], int]:
 #: Commands whose options come from class signatures (jsonargparse / LightningCLI).
 JSONARGPARSE_COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "dataset": _run_dataset,
+    "encode": _run_encode,
     **{name: _lightning(name) for name in ("fit", "validate", "test", "predict")},
 }
 
@@ -70,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset",
         help="build the training data as `fit` would: summary, skipped files, preview grid",
         add_help=False,
+    )
+    sub.add_parser(
+        "encode", help="encode every training image once with an autoencoder (cached latents)", add_help=False
     )
     generate.add_parser(sub)
     translate.add_parser(sub)

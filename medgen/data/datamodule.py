@@ -15,6 +15,7 @@ from medgen.data.datalist import Datalist, ImageRecord, find_records
 from medgen.data.datasets import CacheMode, PipelineConfig, SampleDataset, SliceDataset
 from medgen.data.intensity import IntensityMapping
 from medgen.data.io import META_SPACING, load_image
+from medgen.data.latents import CachedLatents, Draw, open_latents
 from medgen.data.modality import check_modality_option
 from medgen.data.presets import IntensityPreset, resolve_ct_window
 from medgen.data.sampler import ResumableRandomSampler
@@ -60,6 +61,10 @@ class MedicalImageDataModule(L.LightningDataModule):
         conditions: Datalist columns used as conditions (None: every non-reserved column).
         source_modality: Modality option of the pairs' ``source`` images (None: the same as ``modality``), e.g.
             ``ct`` for CT-to-MRI translation with ``modality: mri``.
+        latents_dir: A ``medgen encode`` output: a latent model trains on its cached latents instead of encoding
+            images each step (the other options must be those they were encoded with; :mod:`medgen.data.latents`).
+        latent_draw: With ``latents_dir``: ``mean`` (the posterior mean, as on-the-fly encoding) or ``sample`` (a
+            new posterior draw each epoch, seeded by ``seed``, epoch and index).
     """
 
     def __init__(
@@ -86,6 +91,8 @@ class MedicalImageDataModule(L.LightningDataModule):
         skip_unreadable: bool = False,
         conditions: list[str] | None = None,
         source_modality: str | None = None,
+        latents_dir: str | None = None,
+        latent_draw: Draw = "mean",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -134,6 +141,8 @@ class MedicalImageDataModule(L.LightningDataModule):
         self._resume: tuple[int, int] | None = None
         self._epoch_offset = 0
         self._first_grid: tuple[str, list[float] | None] | None = None
+        self.latents_dir, self.latent_draw = latents_dir, latent_draw
+        self.latents: CachedLatents | None = None
 
     @property
     def image_size(self) -> tuple[int, ...]:
@@ -148,6 +157,14 @@ class MedicalImageDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Find images, split by subject and build the (cached) datasets."""
         if self.train_set is not None:
+            self._check_columns(self.datalist)
+            return
+        if self.latents_dir is not None:
+            trainer = self._attached_trainer()
+            model = getattr(getattr(trainer, "lightning_module", None), "model", None)
+            self.latents = open_latents(self.latents_dir, dict(self.hparams), self.latent_draw, self.seed, model)
+            self.datalist, self.train_set, self.val_set = self.latents.datalist, self.latents.train, self.latents.val
+            self.train_subjects = self.latents.subjects
             self._check_columns(self.datalist)
             return
         datalist = find_records(self.data_dir)
@@ -243,6 +260,12 @@ class MedicalImageDataModule(L.LightningDataModule):
             ``source_intensity`` (their mapping, like ``intensity``), and ``slice_axis`` (2D: the RAS axis slices of
             volumes were cut along, which ``medgen translate`` slices volumes along; None for 3D).
         """
+        if self.latents is not None:  # the encoder's record of the images
+            return {
+                **self.latents.record["data"]["record"],
+                "num_workers": self.num_workers,
+                "latents_dir": self.latents_dir,
+            }
         modality, spacing = self._grid_of_first_image()
         source_modality = self._source_modality()
         return {

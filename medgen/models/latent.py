@@ -8,6 +8,7 @@ a latent family is the pixel family with ``LatentSpace`` first in its bases.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection
 from typing import Any
 
@@ -18,6 +19,7 @@ from medgen.models.base import GenerativeModel, Reduce
 from medgen.models.defaults import SamplingDefaults
 from medgen.models.diffusion import DiffusionModel
 from medgen.nets.autoencoder import KLAutoencoder
+from medgen.nets.invariance import batch_invariant_kernels
 from medgen.nets.protocol import GenerativeNet
 from medgen.nets.windowed import can_window, decode_windowed
 from medgen.objectives.diffusion import DiffusionObjective
@@ -54,6 +56,7 @@ class LatentSpace(GenerativeModel):
         self.autoencoder = autoencoder.requires_grad_(False)  # no dropout or batch norm: train mode is harmless
         self.fixed_scale = latent_scale is not None
         self.register_buffer("latent_scale", torch.tensor(1.0 if latent_scale is None else float(latent_scale)))
+        self._cached: tuple[str, str] | None = None  # (manifest, weights sha256) while training on cached latents
 
     def latent_args(self) -> dict[str, Any]:
         """The autoencoder's architecture, the scale and the decode window, as constructor arguments."""
@@ -65,9 +68,47 @@ class LatentSpace(GenerativeModel):
         return {**super().describe(), "autoencoder": self.autoencoder.config}
 
     def encode(self, x0: torch.Tensor) -> torch.Tensor:
-        """Scaled posterior-mean latents ``(B, latent_channels, *latent_size)`` of images ``(B, C, *spatial)``."""
+        """Scaled posterior-mean latents ``(B, latent_channels, *latent_size)`` of images ``(B, C, *spatial)``.
+
+        On the CPU the encoder runs batch-invariantly (:func:`~medgen.nets.invariance.batch_invariant_kernels`): row
+        i is the latent of image i alone, which ``medgen encode`` caches, so training on cached latents
+        (:meth:`use_cached_latents`) sees bit-identical tensors.
+        """
         with torch.no_grad():
-            return self.autoencoder.posterior(x0).mean * self.latent_scale
+            return self.unscaled_latents(x0) * self.latent_scale
+
+    def unscaled_latents(self, x0: torch.Tensor) -> torch.Tensor:
+        """Posterior means ``(B, latent_channels, *latent_size)`` of images, or the cached latents themselves."""
+        if self._cached is not None:
+            return self._checked_cache(x0)
+        with torch.no_grad(), batch_invariant_kernels(x0.device):
+            return self.autoencoder.posterior(x0).mean
+
+    def use_cached_latents(self, manifest: str, weights_sha256: str) -> None:
+        """Train on latents written by ``medgen encode``: batches then hold unscaled latents, not images.
+
+        Args:
+            manifest: The encode output's ``latents.json`` (named in errors).
+            weights_sha256: :func:`weights_sha256` of the autoencoder that encoded them; the model's own autoencoder
+                must have the same weights (checked at the first batch, once the weights are loaded).
+        """
+        self._cached = (manifest, weights_sha256)
+
+    def _checked_cache(self, z: torch.Tensor) -> torch.Tensor:
+        manifest, expected = self._cached or ("", "")
+        if z.shape[1] != self.autoencoder.latent_channels:
+            raise InputError(manifest, f"holds {z.shape[1]}-channel latents, the model's autoencoder makes "
+                             f"{self.autoencoder.latent_channels}")  # fmt: skip
+        if expected:
+            found = weights_sha256(self.autoencoder)
+            if found != expected:
+                raise InputError(
+                    manifest,
+                    f"was encoded by other autoencoder weights (sha256 {expected[:12]}) than the latent model's first "
+                    f"stage ({found[:12]}): train with --pretrained.autoencoder_from set to the encoder's checkpoint",
+                )
+            self._cached = (manifest, "")  # checked
+        return z
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, *spatial)`` of scaled latents ``(B, latent_channels, *latent_size)``.
@@ -91,7 +132,7 @@ class LatentSpace(GenerativeModel):
         """Unless the scale is fixed: ``latent_scale = 1 / std`` of the first batch's latents (all processes)."""
         if self.fixed_scale:
             return None
-        latents = self.autoencoder.posterior(x0).mean.detach().float()
+        latents = self.unscaled_latents(x0).detach().float()
         std = reduce(latents.std())
         self.latent_scale.fill_(1.0 / float(std.clamp_min(1e-6)))
         self.fixed_scale = True
@@ -135,3 +176,13 @@ class LatentDiffusionModel(LatentSpace, DiffusionModel):
     def init_args(self) -> dict[str, Any]:
         """The diffusion model's arguments with the autoencoder and the scale."""
         return {**DiffusionModel.init_args(self), **self.latent_args()}
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """sha256 of a module's state dict (names, dtypes, shapes and bytes, in name order): which weights encoded."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
