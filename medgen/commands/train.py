@@ -72,8 +72,9 @@ class MedgenCLI(LightningCLI):
 
     def after_fit(self) -> None:
         """Print the run folder, the checkpoints written and the resolved config (stderr, rank zero)."""
+        summary = fit_summary(self.trainer)  # on every rank: trainer.log_dir is a broadcast under DDP
         if self.trainer.is_global_zero:
-            print(fit_summary(self.trainer), file=sys.stderr)
+            print(summary, file=sys.stderr)
 
 
 def fit_summary(trainer: Trainer) -> str:
