@@ -42,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--autoencoder", required=True, help="MAISI autoencoder file (bare state dict or wrapped)")
     imp.add_argument("--out", required=True, help="exported folder to write")
     imp.add_argument("--name", default=None, help="model name in the card (default: the folder name)")
+    imp.add_argument("--controlnet", default=None, help="MAISI ControlNet file, for a MaisiControlNet config")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors (default: off)")
     p.set_defaults(func=run)
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "import":
         from medgen.interop.maisi import import_maisi
 
-        out = import_maisi(args.config, args.unet, args.autoencoder, args.out, args.name)
+        out = import_maisi(args.config, args.unet, args.autoencoder, args.out, args.name, controlnet=args.controlnet)
         print(f"imported {args.source} into {out}")
         return 0
     if args.action == "show":

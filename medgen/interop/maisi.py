@@ -7,7 +7,8 @@ The layouts MAISI's scripts write (NV-Generate-CTMR ``scripts/diff_model_train.p
   "unet_state_dict": {...}})`` (``DiffusionModelUNetMaisi`` names);
 - autoencoder: a bare ``AutoencoderKlMaisi`` state dict, or the same wrapped as ``{"unet_state_dict": ...}`` (its
   scripts accept both);
-- ControlNet: ``{"controlnet_state_dict": ...}`` (not imported here: medgen's latent models take no ControlNet yet).
+- ControlNet: ``{"epoch", "loss", "controlnet_state_dict": {...}}`` (``ControlNetMaisi`` names), for a model whose
+  net is :class:`~medgen.nets.maisi.MaisiControlNet`.
 
 Every file is read with ``torch.load(weights_only=True)``: tensors, numbers and containers only, never code; what
 model the weights become is decided by the medgen config (architecture arguments, allow-listed classes), never by
@@ -22,15 +23,16 @@ from typing import Any
 
 import torch
 import yaml
+from monai.networks.utils import copy_model_state
 from torch import nn
 
 from medgen.errors import InputError
 from medgen.models.latent import LatentSpace
-from medgen.nets.maisi import MaisiAutoencoder, MaisiDiffusionUNet
+from medgen.nets.maisi import MaisiAutoencoder, MaisiControlNet, MaisiDiffusionUNet
 from medgen.weights import StateDict
 
 #: Keys of MAISI's UNet checkpoint dict that hold the weights and the latent scale.
-UNET_KEY, SCALE_KEY = "unet_state_dict", "scale_factor"
+UNET_KEY, SCALE_KEY, CONTROLNET_KEY = "unet_state_dict", "scale_factor", "controlnet_state_dict"
 #: The intensity record of MAISI's CT models: HU -1000..1000 mapped to the autoencoder's [0, 1].
 MAISI_CT_INTENSITY = {"kind": "window", "low": -1000.0, "high": 1000.0, "unit": "HU"}
 
@@ -44,12 +46,14 @@ class MaisiFiles:
         autoencoder: ``AutoencoderKlMaisi`` tensors.
         scale_factor: The latent scale stored with the UNet (None when the file has none).
         extras: The UNet file's other plain entries (epoch, loss, num_train_timesteps), recorded in the card.
+        controlnet: ``ControlNetMaisi`` tensors (None: no ControlNet file).
     """
 
     unet: StateDict
     autoencoder: StateDict
     scale_factor: float | None
     extras: dict[str, Any]
+    controlnet: StateDict | None = None
 
 
 def read_raw(path: str | Path) -> Any:
@@ -75,8 +79,10 @@ def tensors_of(raw: Any, key: str, path: str | Path) -> StateDict:
     return {str(k): v for k, v in state.items()}
 
 
-def read_maisi_files(unet_path: str | Path, autoencoder_path: str | Path) -> MaisiFiles:
-    """Read a MAISI UNet checkpoint and an autoencoder checkpoint in the layouts MAISI's scripts save."""
+def read_maisi_files(
+    unet_path: str | Path, autoencoder_path: str | Path, controlnet_path: str | Path | None = None
+) -> MaisiFiles:
+    """Read MAISI's UNet, autoencoder and (optionally) ControlNet checkpoints in the layouts its scripts save."""
     raw = read_raw(unet_path)
     unet = tensors_of(raw, UNET_KEY, unet_path)
     scale = raw.get(SCALE_KEY) if isinstance(raw, dict) else None
@@ -86,7 +92,10 @@ def read_maisi_files(unet_path: str | Path, autoencoder_path: str | Path) -> Mai
     if isinstance(raw, dict):
         extras = {str(k): v for k, v in raw.items() if isinstance(v, (int, float, str)) and k != SCALE_KEY}
     autoencoder = tensors_of(read_raw(autoencoder_path), UNET_KEY, autoencoder_path)
-    return MaisiFiles(unet, autoencoder, None if scale is None else float(scale), extras)
+    controlnet = None
+    if controlnet_path is not None:
+        controlnet = tensors_of(read_raw(controlnet_path), CONTROLNET_KEY, controlnet_path)
+    return MaisiFiles(unet, autoencoder, None if scale is None else float(scale), extras, controlnet)
 
 
 def maisi_model_state(path: str | Path) -> StateDict:
@@ -132,21 +141,39 @@ def load_exact(module: nn.Module, state: StateDict, source: str | Path) -> None:
     module.load_state_dict(state)
 
 
-def load_maisi(model: LatentSpace, files: MaisiFiles, unet_path: str | Path, autoencoder_path: str | Path) -> None:
-    """Put MAISI's weights into a latent model with a :class:`MaisiDiffusionUNet` and a :class:`MaisiAutoencoder`.
+def load_maisi(
+    model: LatentSpace,
+    files: MaisiFiles,
+    unet_path: str | Path,
+    autoencoder_path: str | Path,
+    controlnet_path: str | Path | None = None,
+) -> None:
+    """Put MAISI's weights into a latent model with MAISI's networks (:mod:`medgen.nets.maisi`).
 
     The latent scale becomes the file's ``scale_factor`` (fixed; MAISI multiplies latents by it as medgen does).
+    A :class:`MaisiControlNet` starts from a copy of the loaded UNet's encoder, then takes the ControlNet file.
 
     Raises:
-        InputError: The model's networks are not MAISI's, or a tensor does not fit (see :func:`load_exact`).
+        InputError: The model's networks are not MAISI's, a ControlNet file without a ControlNet (or the reverse),
+            or a tensor does not fit (see :func:`load_exact`).
     """
     net = getattr(model, "net", None)
-    if not isinstance(net, MaisiDiffusionUNet) or not isinstance(model.autoencoder, MaisiAutoencoder):
+    base = net.base if isinstance(net, MaisiControlNet) else net
+    if not isinstance(base, MaisiDiffusionUNet) or not isinstance(model.autoencoder, MaisiAutoencoder):
         raise InputError(
-            "model", "needs net medgen.nets.maisi.MaisiDiffusionUNet and autoencoder medgen.nets.maisi.MaisiAutoencoder"
+            "model",
+            "needs net medgen.nets.maisi.MaisiDiffusionUNet (or MaisiControlNet) and autoencoder "
+            "medgen.nets.maisi.MaisiAutoencoder",
         )
-    load_exact(net.unet, files.unet, unet_path)
+    if (files.controlnet is None) == isinstance(net, MaisiControlNet):
+        raise InputError(
+            "controlnet", "a MaisiControlNet model needs a ControlNet file, and only such a model takes one"
+        )
+    load_exact(base.unet, files.unet, unet_path)
     load_exact(model.autoencoder, files.autoencoder, autoencoder_path)
+    if isinstance(net, MaisiControlNet) and files.controlnet is not None:
+        copy_model_state(net.controlnet, base.unet.state_dict())
+        load_exact(net.controlnet, files.controlnet, str(controlnet_path))
     if files.scale_factor is not None:
         model.latent_scale.fill_(files.scale_factor)
         model.fixed_scale = True
@@ -182,6 +209,7 @@ def import_maisi(
     out_dir: str | Path,
     name: str | None = None,
     licence: str = "NVIDIA Open Model License (check the weights' own licence)",
+    controlnet: str | Path | None = None,
 ) -> Path:
     """Write an exported medgen model (``config.yaml``, ``model.safetensors``, card) from MAISI's files.
 
@@ -192,14 +220,15 @@ def import_maisi(
         out_dir: The exported folder (then ``medgen generate --checkpoint OUT_DIR``, ``--pretrained.init_from``).
         name: Model name in the card (default: the folder name).
         licence: Licence recorded in the card.
+        controlnet: MAISI ControlNet checkpoint (``{"controlnet_state_dict", ...}``), for a MaisiControlNet model.
 
     Returns:
         ``out_dir``.
     """
     model = model_from_config(config)
-    files = read_maisi_files(unet, autoencoder)
-    load_maisi(model, files, unet, autoencoder)
-    net = model.net
+    files = read_maisi_files(unet, autoencoder, controlnet)
+    load_maisi(model, files, unet, autoencoder, controlnet)
+    net = model.net.base if isinstance(model.net, MaisiControlNet) else model.net
     assert isinstance(net, MaisiDiffusionUNet)
     spacing = [float(s) for s in net.default_spacing.tolist()]
     data = {
@@ -208,7 +237,12 @@ def import_maisi(
         "spacing": spacing[: net.spatial_dims],
         "vocab": {},
         "data_dir": f"MAISI checkpoint {Path(unet).name}",
-        "maisi": {"unet": str(unet), "autoencoder": str(autoencoder), "unet_file": files.extras},
+        "maisi": {
+            "unet": str(unet),
+            "autoencoder": str(autoencoder),
+            "controlnet": None if controlnet is None else str(controlnet),
+            "unet_file": files.extras,
+        },
     }
     meta = {**model.describe(), "data": data}
     return model.save_pretrained(out_dir, name, licence, str(unet), None, describe=meta)

@@ -20,6 +20,7 @@ from medgen.models.defaults import SamplingDefaults
 from medgen.models.diffusion import DiffusionModel
 from medgen.nets.autoencoder import KLAutoencoder
 from medgen.nets.invariance import batch_invariant_kernels
+from medgen.nets.maisi import MaisiControlNet
 from medgen.nets.protocol import GenerativeNet
 from medgen.nets.windowed import can_window, decode_windowed
 from medgen.objectives.diffusion import DiffusionObjective
@@ -41,8 +42,10 @@ class LatentSpace(GenerativeModel):
         self, net: GenerativeNet, autoencoder: KLAutoencoder, latent_scale: float | None, decode_window: int | None
     ) -> None:
         """Check the net against the autoencoder; register the frozen autoencoder, the scale and the decode window."""
-        if net.image_channels or net.control_channels:
-            raise InputError("net", "image and ControlNet conditioning are not available in latent space yet")
+        if net.image_channels or (net.control_channels and not isinstance(net, MaisiControlNet)):
+            raise InputError(
+                "net", "image and ControlNet conditioning are not available in latent space yet (but MaisiControlNet)"
+            )
         if net.in_channels != autoencoder.latent_channels:
             raise InputError(
                 "net.in_channels",

@@ -30,7 +30,9 @@ from collections.abc import Sequence
 
 import torch
 from monai.apps.generation.maisi.networks.autoencoderkl_maisi import AutoencoderKlMaisi
+from monai.apps.generation.maisi.networks.controlnet_maisi import ControlNetMaisi
 from monai.apps.generation.maisi.networks.diffusion_model_unet_maisi import DiffusionModelUNetMaisi
+from monai.networks.utils import copy_model_state
 from torch import nn
 
 from medgen.config import class_config
@@ -293,14 +295,131 @@ class MaisiDiffusionUNet(GenerativeNet):
                 inputs[key] = torch.where(torch.isnan(column).unsqueeze(1), torch.zeros_like(one_hot), one_hot)
         return inputs
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
+    def forward(  # type: ignore[override]  # extra ControlNet residuals
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        cond: Condition | None = None,
+        down_residuals: Sequence[torch.Tensor] | None = None,
+        mid_residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Velocity (or MAISI's DDPM output) ``(B, out_channels, *spatial)`` for latents ``x`` at timesteps ``t``.
 
         Args:
             x: ``(B, in_channels, *spatial)`` noisy latents.
             t: ``(B,)`` timesteps in MAISI's 0..1000 range.
             cond: Condition values ``(B, K)`` in :attr:`condition_names` order (None: all dropped).
+            down_residuals: ControlNet residuals added to the skip connections.
+            mid_residual: ControlNet residual added to the middle block.
         """
         values = None if cond is None else cond.values
-        out = self.unet(x, t, **self.maisi_inputs(values, x.shape[0], x.dtype))
+        out = self.unet(
+            x,
+            t,
+            down_block_additional_residuals=None if down_residuals is None else tuple(down_residuals),
+            mid_block_additional_residual=mid_residual,
+            **self.maisi_inputs(values, x.shape[0], x.dtype),
+        )
         return -out if self.rflow_velocity else out
+
+
+def binarize_labels(labels: torch.Tensor, bits: int) -> torch.Tensor:
+    """MAISI's ControlNet input: the ``bits`` binary digits of an integer label map, as channels.
+
+    Args:
+        labels: ``(B, 1, *spatial)`` label ids (0..2^bits − 1; floats are rounded).
+        bits: Binary digits kept.
+
+    Returns:
+        ``(B, bits, *spatial)`` floats, channel k the k-th bit (NV-Generate-CTMR ``scripts/utils.binarize_labels``).
+    """
+    ids = labels.round().long().clamp(0, 2**bits - 1)
+    powers = (2 ** torch.arange(bits, device=labels.device)).view(1, bits, *([1] * (labels.ndim - 2)))
+    return (ids.bitwise_and(powers) != 0).float()
+
+
+class MaisiControlNet(GenerativeNet):
+    """A :class:`MaisiDiffusionUNet` steered by MAISI's ControlNet (``ControlNetMaisi``) on a label map.
+
+    ``cond.control`` is the label map at image resolution ``(B, 1, *image_size)`` (e.g. ``--condition mask=PATH``
+    or a datalist's ``mask``); it is binarised to ``bits`` channels as MAISI does, and the ControlNet's
+    conditioning embedding brings it down to the latent grid (so ``embedding_channels`` needs one entry more than
+    the autoencoder has downsamplings). The ControlNet takes the modality label but not the spacing.
+    State-dict names: ``controlnet.*`` (MAISI's ``controlnet_state_dict``) and ``base.unet.*`` (the UNet's); as
+    in MAISI's training, the ControlNet starts as a copy of the base UNet's encoder.
+
+    Args:
+        base: The base MAISI UNet.
+        bits: Binary channels of the label map (MAISI: 8, for label ids up to 255).
+        embedding_channels: MAISI's ``conditioning_embedding_num_channels``.
+        conditioning_scale: Multiplier of the ControlNet residuals.
+        freeze_base: Train only the ControlNet.
+        use_checkpointing: Gradient checkpointing of the conditioning embedding.
+    """
+
+    def __init__(
+        self,
+        base: MaisiDiffusionUNet,
+        bits: int = 8,
+        embedding_channels: Sequence[int] = (8, 32, 64),
+        conditioning_scale: float = 1.0,
+        freeze_base: bool = True,
+        use_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.config = class_config(self, {k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        self.config["init_args"]["base"] = base.config
+        args = base.config["init_args"]
+        self.base = base
+        self.controlnet = ControlNetMaisi(
+            spatial_dims=base.spatial_dims,
+            in_channels=base.in_channels,
+            num_res_blocks=args["num_res_blocks"],
+            num_channels=tuple(args["channels"]),
+            attention_levels=tuple(args["attention_levels"]),
+            norm_num_groups=args["norm_num_groups"],
+            norm_eps=args["norm_eps"],
+            resblock_updown=args["resblock_updown"],
+            num_head_channels=args["num_head_channels"],
+            num_class_embeds=args["num_class_embeds"],
+            conditioning_embedding_in_channels=bits,
+            conditioning_embedding_num_channels=tuple(embedding_channels),
+            use_checkpointing=use_checkpointing,
+            include_fc=args["include_fc"],
+            use_flash_attention=bool(args["use_flash_attention"]) and torch.cuda.is_available(),
+        )
+        copy_model_state(self.controlnet, base.unet.state_dict())
+        self.base.requires_grad_(not freeze_base)
+        self.bits = bits
+        self.conditioning_scale = conditioning_scale
+        self.spatial_dims = base.spatial_dims
+        self.in_channels = base.in_channels
+        self.control_channels = 1
+        self.control_downsampling = 2 ** (len(embedding_channels) - 1)
+
+    @property
+    def condition_names(self) -> list[str]:
+        """The base UNet's condition columns."""
+        return self.base.condition_names
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
+        """``(B, C, *latent)`` prediction; ``cond.control`` is the ``(B, 1, *image)`` label map."""
+        if cond is None or cond.control is None:
+            raise ValueError("this network needs a label map as its control image (--condition mask=PATH)")
+        expected = [side * self.control_downsampling for side in x.shape[2:]]
+        if list(cond.control.shape[2:]) != expected:
+            raise ValueError(
+                f"the label map is {list(cond.control.shape[2:])} but the ControlNet's embedding makes it "
+                f"1/{self.control_downsampling} of that, and the latent is {list(x.shape[2:])}: embedding_channels "
+                "needs one entry more than the autoencoder has downsamplings"
+            )
+        inputs = self.base.maisi_inputs(cond.values, x.shape[0], x.dtype)
+        labels = inputs.get("class_labels")
+        down, mid = self.controlnet(
+            x,
+            t,
+            controlnet_cond=binarize_labels(cond.control, self.bits).to(x.dtype),
+            conditioning_scale=self.conditioning_scale,
+            class_labels=labels,
+        )
+        return self.base(x, t, cond, down_residuals=down, mid_residual=mid)

@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from monai.apps.generation.maisi.networks.autoencoderkl_maisi import AutoencoderKlMaisi
+from monai.apps.generation.maisi.networks.controlnet_maisi import ControlNetMaisi
 from monai.apps.generation.maisi.networks.diffusion_model_unet_maisi import DiffusionModelUNetMaisi
 
 from medgen.cli import main
@@ -24,7 +25,7 @@ from medgen.errors import InputError
 from medgen.finetune import load_pretrained, load_submodule
 from medgen.interop.maisi import import_maisi, model_from_config
 from medgen.nets.condition import Condition
-from medgen.nets.maisi import MaisiDiffusionUNet
+from medgen.nets.maisi import MaisiDiffusionUNet, binarize_labels
 from medgen.store.load import load_model
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke" / "maisi_3d.yaml"
@@ -191,3 +192,46 @@ def test_init_from_maisi_files_directly(tmp_path: Path, wrap_autoencoder: bool) 
     load_submodule(model.autoencoder, f"maisi:{ae_file}", "pretrained.autoencoder_from")
     assert all(torch.equal(model.autoencoder.state_dict()[k], v) for k, v in autoencoder.state_dict().items())
     assert all(torch.equal(model.net.unet.state_dict()[k], v) for k, v in unet.state_dict().items())
+
+
+def test_controlnet_checkpoint_steers_the_unet_from_a_label_map(tmp_path: Path) -> None:
+    """MAISI's ControlNet file (``{"controlnet_state_dict", ...}``) loads; a label map steers sampling as in MAISI."""
+    unet_file, ae_file, unet, _ = _maisi_files(tmp_path)
+    controlnet = ControlNetMaisi(
+        spatial_dims=3, in_channels=4, num_res_blocks=1, num_channels=(8, 16), attention_levels=(False, True),
+        norm_num_groups=8, resblock_updown=True, num_head_channels=(0, 8), num_class_embeds=8,
+        conditioning_embedding_in_channels=8, conditioning_embedding_num_channels=(8, 16), include_fc=True,
+        use_checkpointing=False,
+    )  # fmt: skip
+    _randomised(controlnet, 3)
+    controlnet_file = tmp_path / "controlnet_3d_rflow-ct.pt"
+    torch.save({"epoch": 2, "loss": 0.5, "controlnet_state_dict": controlnet.state_dict()}, controlnet_file)
+    config = yaml.safe_load(_config(tmp_path).read_text())
+    model_args = config["model"]["init_args"]["model"]["init_args"]
+    model_args["net"] = {
+        "class_path": "medgen.nets.maisi.MaisiControlNet",
+        "init_args": {"base": model_args["net"], "embedding_channels": [8, 16]},
+    }
+    path = tmp_path / "maisi_controlnet.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(InputError, match="needs a ControlNet file"):
+        import_maisi(path, unet_file, ae_file, tmp_path / "no_controlnet")
+    out = import_maisi(path, unet_file, ae_file, tmp_path / "maisi_controlnet", controlnet=controlnet_file)
+    model: Any = load_model(out).model
+    assert all(torch.equal(model.net.controlnet.state_dict()[k], v) for k, v in controlnet.state_dict().items())
+
+    labels = torch.randint(0, 6, (2, 1, 8, 8, 8)).float()  # the label map at image size (latent 4^3, factor 2)
+    z, t = torch.randn(2, 4, 4, 4, 4), torch.tensor([0.25, 0.75])
+    cond = Condition(values=torch.tensor([[1.0, 1.5, 1.5, 2.0]] * 2), control=labels)
+    with torch.no_grad():
+        bits = binarize_labels(labels, 8)
+        assert bits.shape == (2, 8, 8, 8, 8) and torch.equal(sum(bits[:, k] * 2**k for k in range(8)), labels[:, 0])
+        down, mid = controlnet(z, t * 1000, controlnet_cond=bits, class_labels=torch.tensor([1, 1]))
+        spacing = torch.tensor([[150.0, 150.0, 200.0]] * 2)
+        theirs = unet(z, t * 1000, class_labels=torch.tensor([1, 1]), spacing_tensor=spacing,
+                      down_block_additional_residuals=tuple(down), mid_block_additional_residual=mid)  # fmt: skip
+        assert torch.equal(model.velocity(z, t, cond), -theirs)
+        other = model.velocity(z, t, Condition(cond.values, control=labels.flip(2)))
+        assert not torch.equal(other, -theirs)  # the label map steers
+        model.image_size = (8, 8, 8)
+        assert model.sample(1, cond[:1], torch.Generator().manual_seed(0), num_steps=2).shape == (1, 1, 8, 8, 8)
