@@ -1,4 +1,4 @@
-"""MAISI's networks (NV-Generate-CT/MR) as medgen backbones: the KL autoencoder and the latent UNet.
+"""MAISI's networks (NV-Generate-CT/MR) as medgen backbones: the KL autoencoder, the latent UNet, the ControlNet.
 
 Thin adapters over ``monai.apps.generation.maisi.networks``: MONAI builds every layer, so the state-dict names
 under ``autoencoder.`` and ``net.unet.`` are exactly those of MAISI's checkpoint files
@@ -18,6 +18,9 @@ under ``autoencoder.`` and ``net.unet.`` are exactly those of MAISI's checkpoint
   class 0, as its classifier-free guidance uses; a dropped spacing is ``default_spacing`` and a dropped region
   the zero vector (MAISI never drops them: with guidance, medgen's unconditional branch therefore sees
   ``default_spacing`` where MAISI's keeps the sample's spacing).
+
+- :class:`MaisiControlNet` wraps ``ControlNetMaisi`` around a :class:`MaisiDiffusionUNet`: a label map at image
+  size steers the latent UNet (MAISI's mask-to-CT generation).
 
 MAISI's rectified flow (``RFlowScheduler``) trains the UNet to predict ``x0 − noise`` on
 ``x_t = (1 − t)·x0 + t·noise`` with ``t = timestep / 1000``; medgen's :class:`~medgen.objectives.FlowObjective`
