@@ -246,7 +246,7 @@ def _encode_split(
                 tensors = _load(split_dir / str(done[index]["file"]))
             else:
                 item = dataset[index]
-                tensors = _encode_one(autoencoder, item["image"], opts, index, device)
+                tensors = encode_image(autoencoder, item["image"], opts, index, device)
                 name = f"sample_{index:06d}.safetensors"
                 atomic_write(split_dir / name, partial(_save, tensors))
                 writer.append({
@@ -272,7 +272,7 @@ def _load(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def _encode_one(
+def encode_image(
     autoencoder: KLAutoencoder, image: torch.Tensor, opts: EncodeOptions, index: int, device: torch.device
 ) -> dict[str, torch.Tensor]:
     """``{"mean", "std"}`` or ``{"latent"}`` ``(latent_channels, *latent_size)`` of one image ``(C, *spatial)``."""

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from medgen.data.latents import open_latents
 from medgen.errors import InputError
+from medgen.generation.encode import EncodeOptions, encode_image
 from medgen.hashing import file_sha256
 from medgen.models.latent import weights_sha256
 from medgen.store.load import load_model
@@ -74,15 +75,17 @@ def test_rerun_finishes_an_interrupted_encode_and_refuses_other_options(
     assert f"{out}: holds latents encoded with other options (store differ)" in capsys.readouterr().err
 
 
-def test_tiled_encode_matches_whole_encode(setup_3d: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    """Volumes above --window are encoded in tiles: the same latents within float rounding, not bit for bit."""
-    autoencoder, config, whole_dir = setup_3d  # 16^3 volumes below the default window of 128: whole
-    assert encode(autoencoder, config, tmp_path / "tiled", "--window", "8") == 0
-    whole = load_file(str(whole_dir / "train" / "sample_000000.safetensors"))
-    tiled = load_file(str(tmp_path / "tiled" / "train" / "sample_000000.safetensors"))
+def test_tiled_encode_matches_whole_encode(setup_3d: tuple[Path, Path, Path]) -> None:
+    """A volume above --window is encoded in tiles: the same latents within float rounding, not bit for bit."""
+    autoencoder = load_model(setup_3d[0]).model.net
+    image = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    whole = encode_image(autoencoder, image, EncodeOptions(Path("unused"), window=0), 0, torch.device("cpu"))
+    tiled = encode_image(autoencoder, image, EncodeOptions(Path("unused"), window=8), 0, torch.device("cpu"))
     for key in ("mean", "std"):
         assert torch.allclose(whole[key], tiled[key], atol=1e-5), (key, float((whole[key] - tiled[key]).abs().max()))
-    assert encode(autoencoder, config, tmp_path / "bad", "--window", "5") == 2  # tiles off the latent grid
+    assert not torch.equal(whole["mean"], tiled["mean"])  # really tiled
+    with pytest.raises(InputError, match="^--window: windows of 5 voxels"):  # tiles off the latent grid
+        encode_image(autoencoder, image, EncodeOptions(Path("unused"), window=5), 0, torch.device("cpu"))
 
 
 def test_posterior_draws_change_per_epoch_and_stored_samples_are_fixed(
