@@ -69,8 +69,12 @@ def distributed(where: Devices) -> Iterator[int]:
         return
     from lightning.fabric import Fabric
 
-    fabric = Fabric(accelerator=where.accelerator, devices=where.devices, num_nodes=where.num_nodes, strategy="ddp")
-    fabric.launch()
+    from medgen.lit.quiet import quiet_lightning
+
+    with quiet_lightning(banners=True):  # Lightning's process-group banners, printed by every process
+        fabric = Fabric(accelerator=where.accelerator, devices=where.devices, num_nodes=where.num_nodes,
+                        strategy="ddp")  # fmt: skip
+        fabric.launch()
     _fabric = fabric
     try:
         yield fabric.global_rank
