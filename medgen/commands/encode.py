@@ -44,6 +44,9 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--checkpoint", type=str, required=True, help="autoencoder (or latent model): .ckpt, export")
     parser.add_argument("--out", type=str, required=True, help="output folder (resumable)")
+    parser.add_argument(  # listed for --help: run() turns each --config into --data before parsing
+        "--config", type=str | None, default=None, help="medgen fit config (its data: section) or data options YAML"
+    )
     parser.add_class_arguments(MedicalImageDataModule, "data")
     parser.add_argument(
         "--store", type=Literal["posterior", "sample"], default="posterior",
