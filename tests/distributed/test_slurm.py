@@ -54,7 +54,11 @@ def test_dry_run_prints_srun_command_and_resolved_config(tmp_path: Path) -> None
     out = _dry_run(root, f"{sys.executable} -m medgen", "--trainer.max_steps", "3")
     srun = _srun_line(out)
     assert srun[:2] == ["srun", "--kill-on-bad-exit=1"] and srun[2:6] == [sys.executable, "-m", "medgen", "fit"]
-    flags = dict(zip(srun[6::2], srun[7::2], strict=False))
+    flags, rest = {}, srun[6:]
+    while rest:  # "--key=value" or "--key value"
+        key, _, value = rest[0].partition("=")
+        flags[key], rest = (value, rest[1:]) if value else (rest[1], rest[2:])
+    assert flags["--trainer.callbacks+"] == "medgen.lit.preemption.Preemption"
     assert flags["--trainer.num_nodes"] == "2" and flags["--trainer.devices"] == "8"
     assert flags["--ckpt_path"] == str(hpc) and flags["--trainer.max_steps"] == "3"
     config = yaml.safe_load(out.split("# resolved config\n", 1)[1])
@@ -64,9 +68,11 @@ def test_dry_run_prints_srun_command_and_resolved_config(tmp_path: Path) -> None
     (plugin,) = trainer["plugins"]
     assert plugin["class_path"].endswith("SLURMEnvironment")
     assert plugin["init_args"] == {"auto_requeue": True, "requeue_signal": "SIGUSR1"}
+    callbacks = [c["class_path"] for c in trainer["callbacks"]]  # the model config's, plus the step-end preemption
+    assert callbacks[-1] == "medgen.lit.preemption.Preemption" and "medgen.lit.ema.EMA" in callbacks
     assert config["ckpt_path"] == str(hpc)
 
 
 def test_dry_run_of_a_fresh_run_resumes_nothing(tmp_path: Path) -> None:
     srun = _srun_line(_dry_run(tmp_path / "new", "true"))  # `true` stands in for medgen: no config printed
-    assert "--ckpt_path" not in srun and srun[-2:] == ["--trainer.default_root_dir", str(tmp_path / "new")]
+    assert "--ckpt_path" not in srun and srun[-3:-1] == ["--trainer.default_root_dir", str(tmp_path / "new")]
