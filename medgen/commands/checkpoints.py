@@ -17,8 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "The registry is every exported model folder (medgen export) under the folders in MEDGEN_CHECKPOINTS "
             "(separated by ':', searched first), then the installed source tree's checkpoints/; the current "
-            "directory is not searched. A registry name works wherever a checkpoint path does (generate, fit "
-            "--model.init_from)."
+            "directory is not searched. A registry name works wherever a checkpoint path does (generate, translate, "
+            "fit --pretrained.init_from)."
         ),
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
