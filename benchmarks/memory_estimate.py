@@ -34,8 +34,8 @@ import yaml
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = ["ddpm_2d", "flow_2d", "ldm_2d", "ae_2d", "gan_2d", "stylegan_2d", "pix2pix_2d", "cyclegan_2d",
-           "ddpm_3d", "flow_3d", "ldm_3d", "ldm_dit_3d", "ae_3d", "gan_3d", "pix2pix_3d", "maisi_ct_3d"]  # fmt: skip
+#: Every full-size config: 2D first, then 3D, each by name.
+CONFIGS = sorted((p.stem for p in (REPO / "configs").glob("*.yaml")), key=lambda n: (n.endswith("_3d"), n))
 GIB = 2**30
 
 
@@ -107,15 +107,16 @@ def estimate(name: str) -> dict[str, Any]:
     batch, size = int(data["batch_size"]), spatial(data)
     with torch.device("meta"):
         net = build(model["net"])
-        frozen = build(model["autoencoder"]) if "autoencoder" in model else None
         critic = build(task["discriminator"]) if "discriminator" in task else None
+    frozen = build(model["autoencoder"]) if "autoencoder" in model else None  # counted only; CPU (VQ needs values)
     row: dict[str, Any] = {"config": name, "batch": batch, "size": "x".join(map(str, size)), "params": count(net),
                            "frozen": count(frozen) if frozen is not None else 0,
                            "critic": count(critic) if critic is not None else 0}  # fmt: skip
-    if frozen is not None:  # the net sees latents: the autoencoder downsamples by 2 per level after the first
-        factor = 2 ** (len(model["autoencoder"]["init_args"]["channels"]) - 1)
+    if frozen is not None:  # the net sees latents: KL/MAISI autoencoders halve per level after the first, VQ per level
+        levels = len(model["autoencoder"]["init_args"]["channels"])
+        factor = 2 ** (levels if "VQ" in model["autoencoder"]["class_path"] else levels - 1)
         size = [s // factor for s in size]
-        row["input"] = f"latent {model['autoencoder']['init_args']['latent_channels']}x" + "x".join(map(str, size))
+        row["input"] = f"latent {model['net']['init_args']['in_channels']}x" + "x".join(map(str, size))
     voxels = batch * torch.Size(size).numel()
     x_ch = int(model["net"]["init_args"].get("in_channels", 1))
     meta = {"device": "meta"}
@@ -164,11 +165,9 @@ def main() -> None:
              "| activations fp32 saved (GiB) | per input voxel (KiB) | estimate at bf16-mixed, 1 GPU or DDP (GiB) |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name in CONFIGS:
-        if not (REPO / "configs" / f"{name}.yaml").exists():
-            continue
         try:
             r = estimate(name)
-        except NotImplementedError as error:  # a net the meta device cannot build or run: count on the CPU
+        except (NotImplementedError, RuntimeError) as error:  # the meta device cannot build or run it: count on CPU
             lines.append(f"| {name} | {params_only(name)}; activations not estimated (meta device: {error}) |")
             continue
         act = r["act_fp32"] + r["critic_act_fp32"]
