@@ -72,10 +72,11 @@ def _record(folder: Path) -> list[str]:
 def test_two_processes_train_what_one_does_at_twice_the_batch(tmp_path: Path, rendezvous: None, name: str) -> None:
     """5 steps: 2 processes x batch 2 == 1 process x batch 4 (weights, EMA); the processes agree with each other."""
     config = CONFIGS / "smoke" / f"{name}.yaml"
-    one = fit_smoke(config, tmp_path / "one", *QUICK, "--data.batch_size", "4", "--trainer.gradient_clip_val", "1.0",
-                    *_record(tmp_path / "one_ranks"))  # fmt: skip
-    two = fit_smoke(config, tmp_path / "two", *QUICK, "--data.batch_size", "2", *_two_processes(),
-                    *_record(tmp_path / "two_ranks"))  # fmt: skip
+    validate = name == "ddpm_2d"  # the synced metric and the picture are checked once (flow: no validation)
+    one = fit_smoke(config, tmp_path / "one", *QUICK, *NO_VALIDATION, "--data.batch_size", "4",
+                    "--trainer.gradient_clip_val", "1.0", *_record(tmp_path / "one_ranks"))  # fmt: skip
+    two = fit_smoke(config, tmp_path / "two", *QUICK, *([] if validate else NO_VALIDATION), "--data.batch_size", "2",
+                    *_two_processes(), *_record(tmp_path / "two_ranks"))  # fmt: skip
     a = torch.load(one / "last.ckpt", weights_only=True)
     b = torch.load(two / "last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 5
@@ -94,7 +95,8 @@ def test_two_processes_train_what_one_does_at_twice_the_batch(tmp_path: Path, re
     for step, (own0, own1, whole) in enumerate(steps):
         assert not set(own0) & set(own1), f"step {step}: both processes trained on the same image"
         assert sorted(own0 + own1) == sorted(whole), f"step {step}: not the global batch of one process"
-    assert ranks[0]["metrics"]["val/loss"] == ranks[1]["metrics"]["val/loss"]  # synced over the processes
+    if validate:
+        assert ranks[0]["metrics"]["val/loss"] == ranks[1]["metrics"]["val/loss"]  # synced over the processes
     assert ranks[0]["picture"] is not None and ranks[1]["picture"] is None  # pictures from rank 0 only
 
 
@@ -105,9 +107,13 @@ def _losses(run: Path) -> dict[int, str]:
 
 
 def test_a_signalled_run_checkpoints_and_resumes_exactly(tmp_path: Path, rendezvous: None) -> None:
-    """SIGUSR1 to both processes (as SLURM's --signal=USR1): hpc_ckpt_1 at step 1, stop; resumed == uninterrupted."""
+    """SIGUSR1 to both processes (as SLURM's --signal=USR1): hpc_ckpt_1 at step 1, stop; resumed == uninterrupted.
+
+    The signal is sent as soon as the processes exist; they hold it back (signal mask inherited from this process)
+    until :class:`~medgen.lit.preemption.Preemption` takes it over when training starts, so the stop is at step 1.
+    """
     config = CONFIGS / "smoke" / "ddpm_2d.yaml"
-    common = [*QUICK, *NO_VALIDATION, "--data.batch_size", "2", "--trainer.max_steps", "4", "--trainer.logger",
+    common = [*QUICK, *NO_VALIDATION, "--data.batch_size", "2", "--trainer.max_steps", "3", "--trainer.logger",
               "CSVLogger", *_two_processes("--trainer.callbacks+=medgen.lit.preemption.Preemption")]  # fmt: skip
     straight_root = tmp_path / "straight"
     straight = fit_smoke(config, straight_root, *common, "--trainer.logger.save_dir", str(straight_root))
@@ -142,7 +148,7 @@ def test_a_signalled_run_checkpoints_and_resumes_exactly(tmp_path: Path, rendezv
                         "--ckpt_path", str(hpc))  # fmt: skip
     assert_same_checkpoints(straight / "last.ckpt", resumed / "last.ckpt")
     before, after, whole = _losses(stopped), _losses(tmp_path / "resumed"), _losses(tmp_path / "straight")
-    assert sorted(whole) == [0, 1, 2, 3]
+    assert sorted(whole) == [0, 1, 2]
     assert {**before, **after} == whole  # every step's loss, bit for bit (as logged)
 
 
