@@ -18,6 +18,7 @@ LightningModule.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
+from medgen.errors import InputError
 from medgen.progress import progress
 
 if TYPE_CHECKING:
@@ -62,8 +64,15 @@ def distributed(where: Devices) -> Iterator[int]:
 
     With more than one process, Fabric launches them here (each runs the command from its start up to this
     point again) and :func:`map_batches` inside the block is sharded. All processes leave the block together.
+
+    Raises:
+        InputError: Naming ``--devices``: one process asked for, inside a torchrun job of several (each would
+            compute and write everything).
     """
     global _fabric
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if where.world_size == 1 and launched > 1:
+        raise InputError("--devices", f"torchrun started {launched} processes: pass --devices/--num-nodes to match")
     if where.world_size == 1:
         yield 0
         return

@@ -99,3 +99,15 @@ def test_memorization_on_two_processes_equals_one(tmp_path: Path, planted_3d: Pl
     for x, y in zip(one["samples"], two["samples"], strict=True):
         assert (x["file"], x["nearest_train"], x["flagged"]) == (y["file"], y["nearest_train"], y["flagged"])
         assert y["similarity"] == pytest.approx(x["similarity"], abs=1e-5)
+
+
+def test_one_process_inside_a_torchrun_job_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --devices, each of torchrun's processes would compute and write the whole report."""
+    _phantoms(tmp_path / "real", 2, 2, "a", seed=0)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    args = ["evaluate", f"--real={tmp_path / 'real'}", f"--fake={tmp_path / 'real'}", f"--out={tmp_path / 'o'}"]
+    assert main(args) == 2
+    assert "--devices: torchrun started 4 processes" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
