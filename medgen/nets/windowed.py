@@ -13,9 +13,14 @@ instead of an approximation, which is why this module exists beside it:
   statistics of each GroupNorm layer, in execution order, are accumulated over a non-overlapping tiling (one
   pass per layer, stopping at that layer), so every window is normalised with the whole volume's statistics.
   This trades time (about half a decode per GroupNorm layer) for memory: peak memory is that of one window.
+- **Low resolutions whole.** The decoder's blocks below the output's resolution run once on the whole latent (by
+  default): their activations are a fraction of the output's, and windows then need only the receptive field and
+  the GroupNorm passes of the blocks at the output's resolution (memory and time measured in
+  ``benchmarks/results/decode_memory.txt``). Their self-attention (the middle block's) is then no obstacle.
 
-Decoders or encoders with global self-attention cannot be windowed exactly; :func:`can_window` says so and the
-latent models then decode whole.
+Exact windows need no overlap (the default is none); ``overlap > 0`` blends rounding differences only.
+Blocks with global self-attention cannot be windowed exactly; :func:`can_window` says so and the latent models
+then decode whole.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import product
-from typing import Literal
+from typing import Literal, TypeGuard
 
 import torch
 from monai.inferers import sliding_window_inference
@@ -42,35 +47,66 @@ def can_window(module: nn.Module) -> bool:
     return not any("attention" in type(m).__name__.lower() for m in module.modules())
 
 
+def can_decode_windowed(autoencoder: nn.Module, whole_levels: int | None = None) -> TypeGuard[KLAutoencoder]:
+    """True for a KL autoencoder whose windowed decoder blocks (:func:`decode_windowed`) have no self-attention."""
+    if not isinstance(autoencoder, KLAutoencoder):
+        return False
+    return can_window(_decoder_parts(autoencoder, whole_levels)[1])
+
+
 def decode_windowed(
     autoencoder: KLAutoencoder,
     z: torch.Tensor,
     window: int | Sequence[int] = 32,
-    overlap: float = 0.25,
+    overlap: float = 0.0,
     mode: Blend = "gaussian",
     halo: int | None = None,
+    whole_levels: int | None = None,
 ) -> torch.Tensor:
     """Decode latents window by window; equal to ``autoencoder.decode(z)`` up to float rounding.
 
+    The decoder's blocks at its ``whole_levels`` lowest resolutions run once on the whole latent (at half the
+    output's side or less, their activations have ``2^d`` times fewer voxels or less); the blocks after them run
+    in windows, so the halo covers only their receptive field and only their GroupNorms need whole-volume
+    statistics passes. Windows are exact, so they need not overlap: ``overlap > 0`` only blends rounding.
+
     Args:
-        autoencoder: A KL autoencoder whose decoder has no self-attention.
+        autoencoder: A KL autoencoder whose decoder has no self-attention above the ``whole_levels``.
         z: ``(B, latent_channels, *latent_size)`` unscaled latents.
         window: Window side(s) in latent voxels (cut to the latent size).
         overlap: Fraction of a window shared with its neighbour (MONAI's ``overlap``).
         mode: Blending weights of overlapping windows (MONAI's ``mode``).
-        halo: Extra latent voxels of context around each window (None: the decoder's receptive-field radius).
+        halo: Extra latent voxels of context around each window (None: the windowed blocks' receptive-field radius).
+        whole_levels: Resolution levels run whole, from the latent's (None: all but the output's; 0: none).
 
     Returns:
         ``(B, out_channels, *(latent_size · factor))`` images.
     """
-    if not can_window(autoencoder.decoder):
+    prefix, suffix = _decoder_parts(autoencoder, whole_levels)
+    if not can_window(suffix):
         raise ValueError("a decoder with self-attention cannot be decoded in exact windows")
-    radius = (
-        halo
-        if halo is not None
-        else receptive_radius(autoencoder.decode, autoencoder.decoder, z.shape[1], z.ndim - 2, 4)
-    )
-    return _windowed(autoencoder.decode, autoencoder.decoder, z, window, 1, math.ceil(radius), overlap, mode)
+    with torch.no_grad():
+        h = prefix(z)
+    scale = h.shape[2] // z.shape[2]
+    sides = [window] * (z.ndim - 2) if isinstance(window, int) else list(window)
+    radius = halo * scale if halo is not None else receptive_radius(suffix, suffix, h.shape[1], z.ndim - 2, 4)
+    return _windowed(suffix, suffix, h, [int(w) * scale for w in sides], 1, math.ceil(radius), overlap, mode)
+
+
+def _decoder_parts(autoencoder: KLAutoencoder, whole_levels: int | None) -> tuple[nn.Sequential, nn.Sequential]:
+    """The decoder's blocks (after ``post_quant_conv``) run whole, and those run in windows."""
+    decoder_blocks: nn.ModuleList = autoencoder.decoder.blocks  # type: ignore[assignment]
+    blocks = [autoencoder.post_quant_conv, *decoder_blocks]
+    levels = []  # resolution level of each block's output (0: the latent's, k: after k doublings), from a probe
+    param = next(autoencoder.decoder.parameters())
+    probe = torch.zeros(1, autoencoder.latent_channels, *([4] * autoencoder.spatial_dims), device=param.device)
+    with torch.no_grad():
+        for block in blocks:
+            probe = block(probe.to(param.dtype))
+            levels.append(round(math.log2(probe.shape[2] / 4)))
+    keep = levels[-1] if whole_levels is None else whole_levels
+    split = next((i for i, level in enumerate(levels) if level >= keep), len(blocks))
+    return nn.Sequential(*blocks[:split]), nn.Sequential(*blocks[split:])
 
 
 def encode_windowed(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 import torch
 
 from medgen.models import LatentDiffusionModel
 from medgen.nets.autoencoder import KLAutoencoder
-from medgen.nets.windowed import can_window, decode_windowed, encode_windowed
+from medgen.nets.windowed import can_decode_windowed, can_window, decode_windowed, encode_windowed
 from tests.helpers import tiny_unet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -19,26 +22,40 @@ def _autoencoder(spatial_dims: int, attention: bool = False) -> KLAutoencoder:
                          latent_channels=4, norm_num_groups=8, with_nonlocal_attn=attention).eval()  # fmt: skip
 
 
+@contextmanager
+def _output_sides(ae: KLAutoencoder) -> Iterator[list[int]]:
+    """Sides of the inputs of the decoder's last convolution (always windowed) while the block is active."""
+    sides: list[int] = []
+    handle = ae.decoder.blocks[-1].register_forward_hook(lambda _m, args, _o: sides.append(args[0].shape[-1]))
+    try:
+        yield sides
+    finally:
+        handle.remove()
+
+
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_windowed_decode_and_encode_equal_the_whole(spatial_dims: int) -> None:
-    """Within 1e-3 (measured: ~1e-5) of the whole decode; without the halo and whole-volume GroupNorm statistics
-    (``halo=0``) windows differ by far more. The decoder's receptive field is 6 latent voxels, so only the 2D latent
-    (20^2) is large enough for windows (4 + 2 x 7 halo) smaller than it; the 3D one (6^3) checks the N-d path."""
+    """Within 1e-3 (measured: ~1e-6) of the whole decode, for every split between blocks run whole and blocks run
+    in windows, with or without overlap; the last convolution only ever sees windows. Without the halo (``halo=0``)
+    windows differ by far more. Latent 20^2 (2D) and 8^3 (3D: the default split only, for time), output 80^2 and
+    32^3, windows of 4 latent voxels."""
     ae = _autoencoder(spatial_dims)
-    side = 20 if spatial_dims == 2 else 6
-    z = torch.randn(2, 4, *([side] * spatial_dims), generator=torch.Generator().manual_seed(0))
+    side = 20 if spatial_dims == 2 else 8
+    z = torch.randn(
+        2 if spatial_dims == 2 else 1, 4, *([side] * spatial_dims), generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         whole = ae.decode(z)
-    sizes: list[int] = []
-    handle = ae.decoder.register_forward_hook(lambda _m, args, _o: sizes.append(args[0].shape[-1]))
-    for mode in ("gaussian", "constant") if spatial_dims == 2 else ("gaussian",):
-        windowed = decode_windowed(ae, z, window=4, overlap=0.25, mode=mode)  # type: ignore[arg-type]
-        assert windowed.shape == whole.shape
-        assert (windowed - whole).abs().max() <= 1e-3
-    handle.remove()
-    assert max(sizes) < side or spatial_dims == 3  # windows, never the whole latent
+    settings = [(None, 0.0, "gaussian")]
     if spatial_dims == 2:
-        assert (decode_windowed(ae, z, window=4, halo=0) - whole).abs().max() > 0.05
+        settings += [(None, 0.25, "gaussian"), (1, 0.0, "gaussian"), (0, 0.25, "constant"), (0, 0.0, "gaussian")]
+    for whole_levels, overlap, mode in settings:
+        with _output_sides(ae) as sides:
+            windowed = decode_windowed(ae, z, window=4, overlap=overlap, mode=mode, whole_levels=whole_levels)  # type: ignore[arg-type]
+        assert windowed.shape == whole.shape
+        assert (windowed - whole).abs().max() <= 1e-3, (whole_levels, overlap, mode)
+        assert sides and max(sides) < whole.shape[-1], "decoded whole, not in windows"
+    assert (decode_windowed(ae, z, window=4, halo=0) - whole).abs().max() > 0.05
 
     x = whole[:1].clamp(-1, 1)
     with torch.no_grad():
@@ -50,19 +67,23 @@ def test_windowed_decode_and_encode_equal_the_whole(spatial_dims: int) -> None:
         encode_windowed(ae, torch.zeros(1, 1, *([40] * spatial_dims)), window=10)
 
 
-def test_self_attention_is_refused_and_latent_models_window_above_their_threshold() -> None:
+def test_self_attention_runs_whole_and_latent_models_window_above_their_threshold() -> None:
+    """Self-attention in the decoder's middle (latent resolution) runs on the whole latent, so the decode is still
+    windowed exactly; windowing every block (``whole_levels=0``) is refused."""
     attentive = _autoencoder(2, attention=True)
     assert not can_window(attentive.decoder) and can_window(_autoencoder(2).decoder)
+    assert can_decode_windowed(attentive) and not can_decode_windowed(attentive, whole_levels=0)
+    z = torch.randn(1, 4, 12, 12, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(decode_windowed(attentive, z, window=4), attentive.decode(z), rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="self-attention"):
-        decode_windowed(attentive, torch.randn(1, 4, 8, 8), window=4)
+        decode_windowed(attentive, z, window=4, whole_levels=0)
 
     net = tiny_unet(2, in_channels=4, out_channels=4)
     windowed = LatentDiffusionModel(net, _autoencoder(2), latent_scale=0.5, decode_window=4)
     whole = LatentDiffusionModel(net, _autoencoder(2), latent_scale=0.5, decode_window=None)
     assert windowed.init_args()["decode_window"] == 4 and whole.init_args()["decode_window"] is None
     z = torch.randn(1, 4, 20, 20, generator=torch.Generator().manual_seed(1))
-    calls: list[int] = []
-    handle = windowed.autoencoder.decoder.register_forward_hook(lambda _m, args, _o: calls.append(args[0].shape[-1]))
-    torch.testing.assert_close(windowed.decode(z), whole.decode(z), rtol=0, atol=1e-4)
-    handle.remove()
-    assert calls and max(calls) < 20  # decoded in windows (with their halo), never whole
+    with _output_sides(windowed.autoencoder) as sides:
+        torch.testing.assert_close(windowed.decode(z), whole.decode(z), rtol=0, atol=1e-4)
+    assert sides and max(sides) < 80  # decoded in windows (with their halo), never whole
