@@ -16,8 +16,8 @@ from torch.nn import functional as F
 
 from medgen.models.adversarial import AdversarialModel, Duel, Play
 from medgen.models.base import TrainableModel
-from medgen.nets.autoencoder import KLAutoencoder
 from medgen.nets.condition import Condition
+from medgen.nets.vqvae import FirstStage, VQAutoencoder
 from medgen.objectives.perceptual import MedicalNetFeatures, Perceptual, perceptual_distance
 
 
@@ -29,10 +29,12 @@ class Autoencoder(AdversarialModel, TrainableModel):
     (arXiv 2112.10752), whose ImageNet weights cannot be had offline. Trained by ``medgen.lit.AdversarialTask``
     (:meth:`play`), a patch discriminator adds the adversarial term of Esser et al. (arXiv 2012.09841) after
     ``adversarial.warmup_steps``; trained by ``medgen.lit.GenerativeTask``, the loss is the reconstruction alone.
+    With a :class:`~medgen.nets.vqvae.VQAutoencoder` the KL term is replaced by the codebook's commitment loss
+    (``x̂`` decoded from the straight-through quantised encoding; the codebook perplexity is logged).
 
     Args:
-        net: The autoencoder.
-        kl_weight: Weight of the KL term (small: the latent should stay informative, ~1e-6 in LDMs).
+        net: The autoencoder (KL or VQ).
+        kl_weight: Weight of the KL term (small: the latent should stay informative, ~1e-6 in LDMs; unused by VQ).
         ssim_weight: Weight of the structural term (0 turns it off).
         perceptual: A MedicalNet perceptual term from weights in a local file (:mod:`medgen.objectives.perceptual`;
             None: off). The file is read at the first training step, never at inference, and is not saved.
@@ -42,11 +44,11 @@ class Autoencoder(AdversarialModel, TrainableModel):
     family = "autoencoder"
     #: An exported autoencoder fine-tunes on its reconstruction loss alone, without a discriminator to configure.
     task_class_path = "medgen.lit.GenerativeTask"
-    net: KLAutoencoder
+    net: FirstStage
 
     def __init__(
         self,
-        net: KLAutoencoder,
+        net: FirstStage,
         kl_weight: float = 1e-6,
         ssim_weight: float = 0.25,
         perceptual: Perceptual | None = None,
@@ -89,22 +91,32 @@ class Autoencoder(AdversarialModel, TrainableModel):
     def loss_terms(
         self, x0: torch.Tensor, cond: Condition | None, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
-        """Total loss with its ``l1`` and ``kl`` terms."""
-        posterior = self.net.posterior(x0)
-        recon = self.net.decode(posterior.sample(generator))
-        return self._terms(recon, x0, posterior.kl().mean())
+        """Total loss with its ``l1`` and ``kl`` (VQ: ``commitment``, ``perplexity``) terms."""
+        return self._terms(x0, *self._reconstruct(x0, generator))
 
     def play(self, batch: dict[str, Any], cond: Condition | None, generator: torch.Generator) -> Play:
         """Real images against their reconstructions from a posterior draw; the reconstruction terms as supervised."""
         x0 = batch["image"]
-        posterior = self.net.posterior(x0)
-        recon = self.net.decode(posterior.sample(generator))
-        return Play([Duel("image", x0, recon)], self._terms(recon, x0, posterior.kl().mean()))
+        recon, regulariser, logged = self._reconstruct(x0, generator)
+        return Play([Duel("image", x0, recon)], self._terms(x0, recon, regulariser, logged))
 
-    def _terms(self, recon: torch.Tensor, x0: torch.Tensor, kl: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _reconstruct(
+        self, x0: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Reconstruction, weighted regulariser and its logged terms: KL of a posterior draw, or VQ commitment."""
+        if isinstance(self.net, VQAutoencoder):
+            recon, quantized = self.net.reconstruct_terms(x0)
+            return recon, quantized.commitment, {"commitment": quantized.commitment, "perplexity": quantized.perplexity}
+        posterior = self.net.posterior(x0)
+        kl = posterior.kl().mean()
+        return self.net.decode(posterior.sample(generator)), self.kl_weight * kl, {"kl": kl}
+
+    def _terms(
+        self, x0: torch.Tensor, recon: torch.Tensor, regulariser: torch.Tensor, logged: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         l1 = (recon - x0).abs().mean()
-        loss = l1 + self.kl_weight * kl
-        terms = {"l1": l1, "kl": kl}
+        loss = l1 + regulariser
+        terms = {"l1": l1, **logged}
         if self.ssim_weight > 0:
             loss = loss + self.ssim_weight * ssim_loss(recon, x0)
         if self.perceptual is not None:

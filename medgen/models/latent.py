@@ -18,11 +18,11 @@ from medgen.errors import InputError
 from medgen.models.base import GenerativeModel, Reduce
 from medgen.models.defaults import SamplingDefaults
 from medgen.models.diffusion import DiffusionModel
-from medgen.nets.autoencoder import KLAutoencoder
 from medgen.nets.invariance import batch_invariant_kernels
 from medgen.nets.maisi import MaisiControlNet
 from medgen.nets.protocol import GenerativeNet
-from medgen.nets.windowed import can_window, decode_windowed
+from medgen.nets.vqvae import FirstStage
+from medgen.nets.windowed import can_decode_windowed, decode_windowed
 from medgen.objectives.diffusion import DiffusionObjective
 
 #: Default latent side above which latent models decode in windows (32 latent voxels: 128 image voxels at factor 4).
@@ -35,11 +35,11 @@ class LatentSpace(GenerativeModel):
     Holds ``autoencoder`` and the ``latent_scale`` buffer (state-dict names ``autoencoder.*`` and ``latent_scale``).
     """
 
-    autoencoder: KLAutoencoder
+    autoencoder: FirstStage
     latent_scale: torch.Tensor
 
     def _init_latent(
-        self, net: GenerativeNet, autoencoder: KLAutoencoder, latent_scale: float | None, decode_window: int | None
+        self, net: GenerativeNet, autoencoder: FirstStage, latent_scale: float | None, decode_window: int | None
     ) -> None:
         """Check the net against the autoencoder; register the frozen autoencoder, the scale and the decode window."""
         if net.image_channels or (net.control_channels and not isinstance(net, MaisiControlNet)):
@@ -118,13 +118,14 @@ class LatentSpace(GenerativeModel):
 
         A latent with a side above ``decode_window`` is decoded in overlapping windows of that side
         (:func:`~medgen.nets.windowed.decode_windowed`: the same images within float rounding, at the memory of one
-        window) unless the decoder has self-attention.
+        window) unless the decoder has self-attention at its output's resolution or is a VQ decoder.
         """
         z = z / self.latent_scale
         window = self.decode_window
         with torch.no_grad():
-            if window is not None and max(z.shape[2:]) > window and can_window(self.autoencoder.decoder):
-                return decode_windowed(self.autoencoder, z, window)
+            ae = self.autoencoder
+            if window is not None and max(z.shape[2:]) > window and can_decode_windowed(ae):
+                return decode_windowed(ae, z, window)
             return self.autoencoder.decode(z)
 
     def space_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -151,8 +152,8 @@ class LatentDiffusionModel(LatentSpace, DiffusionModel):
 
     Args:
         net: Denoising network on latents (``in_channels`` = the autoencoder's ``latent_channels``).
-        autoencoder: The autoencoder's architecture; its weights come from ``--pretrained.autoencoder_from`` when
-            training starts, or with the rest of the model when it is loaded.
+        autoencoder: The (KL or VQ) autoencoder's architecture; its weights come from ``--pretrained.autoencoder_from``
+            when training starts, or with the rest of the model when it is loaded.
         latent_scale: Multiplier of the latents (None: ``1 / std`` of the first training batch's latents).
         decode_window: Latents with a side above this many voxels are decoded in overlapping windows of this side
             (memory-bounded, same images; None: always whole).
@@ -166,7 +167,7 @@ class LatentDiffusionModel(LatentSpace, DiffusionModel):
     def __init__(
         self,
         net: GenerativeNet,
-        autoencoder: KLAutoencoder,
+        autoencoder: FirstStage,
         latent_scale: float | None = None,
         objective: DiffusionObjective | None = None,
         sampling: SamplingDefaults | None = None,

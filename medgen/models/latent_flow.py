@@ -8,8 +8,8 @@ from typing import Any
 from medgen.models.defaults import SamplingDefaults
 from medgen.models.flow import FlowModel
 from medgen.models.latent import DECODE_WINDOW, LatentSpace
-from medgen.nets.autoencoder import KLAutoencoder
 from medgen.nets.protocol import GenerativeNet
+from medgen.nets.vqvae import FirstStage
 from medgen.objectives.flow import FlowObjective
 
 
@@ -18,7 +18,7 @@ class LatentFlowModel(LatentSpace, FlowModel):
 
     Args:
         net: Velocity network on latents (``in_channels`` = the autoencoder's ``latent_channels``).
-        autoencoder: The autoencoder's architecture; its weights come from ``--pretrained.autoencoder_from``.
+        autoencoder: The (KL or VQ) autoencoder's architecture; its weights come from ``--pretrained.autoencoder_from``.
         latent_scale: Multiplier of the latents (None: ``1 / std`` of the first training batch's latents).
         decode_window: Latents with a side above this many voxels are decoded in overlapping windows of this side
             (memory-bounded, same images; None: always whole).
@@ -32,7 +32,7 @@ class LatentFlowModel(LatentSpace, FlowModel):
     def __init__(
         self,
         net: GenerativeNet,
-        autoencoder: KLAutoencoder,
+        autoencoder: FirstStage,
         latent_scale: float | None = None,
         objective: FlowObjective | None = None,
         sampling: SamplingDefaults | None = None,
