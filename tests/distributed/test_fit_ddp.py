@@ -22,6 +22,7 @@ import pytest
 import torch
 import yaml
 
+from medgen.cli import main
 from medgen.errors import InputError
 from medgen.lit.sharding import BatchShard, sharded_loss_terms
 from medgen.lit.strategies import MedgenFSDP, block_classes
@@ -169,9 +170,22 @@ def test_sharded_draws_are_those_of_one_global_batch() -> None:
     assert torch.equal(BatchShard(1, 2).spread(torch.tensor([1.0, 3.0, 5.0])), torch.tensor([0, 1, 0, 3, 0, 5.0]))
 
 
-def test_fsdp_preset_resolves_to_allow_listed_blocks() -> None:
-    """configs/trainer/fsdp.yaml builds MedgenFSDP with the UNet and DiT block classes; other names are refused."""
-    preset = yaml.safe_load((CONFIGS / "trainer" / "fsdp.yaml").read_text())["trainer"]
+def test_fsdp_preset_resolves_to_allow_listed_blocks(capsys: pytest.CaptureFixture[str]) -> None:
+    """configs/trainer/fsdp.yaml resolves through ``medgen fit`` and builds MedgenFSDP with the UNet and DiT block
+    classes; other names are refused. (FSDP itself needs CUDA: torch refuses a CPU-only FSDP run.)"""
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / "smoke" / "ddpm_2d.yaml"),
+        "--config",
+        str(CONFIGS / "trainer" / "fsdp.yaml"),
+    ]
+    try:
+        code = main([*args, "--print_config"])
+    except SystemExit as stop:
+        code = stop.code
+    assert code == 0
+    preset = yaml.safe_load(capsys.readouterr().out)["trainer"]
     assert preset["strategy"]["class_path"] == "medgen.lit.strategies.MedgenFSDP"
     strategy = MedgenFSDP(**preset["strategy"]["init_args"])
     policy = strategy.kwargs["auto_wrap_policy"]  # Lightning's ModuleWrapPolicy over the named classes
