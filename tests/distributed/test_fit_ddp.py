@@ -195,3 +195,26 @@ def test_fsdp_preset_resolves_to_allow_listed_blocks(capsys: pytest.CaptureFixtu
     assert preset["precision"] == "bf16-mixed"
     with pytest.raises(InputError, match="os.system"):
         block_classes(["os.system"], "strategy.wrap_blocks")
+
+
+@pytest.mark.slow
+def test_a_two_process_checkpoint_resumes_on_one_process_at_twice_the_batch(tmp_path: Path, rendezvous: None) -> None:
+    """Step 2 of a 2-process run (batch 2 each), resumed on 1 process at batch 4: step 4 as the 2-process run.
+
+    The data position counts the samples of all processes and the noise is drawn for the global batch, so the
+    world size may change on resume as long as the global batch stays the same (weights within ``ATOL``).
+    """
+    text = (CONFIGS / "smoke" / "ddpm_2d.yaml").read_text()
+    config = tmp_path / "smoke.yaml"
+    config.write_text(text.replace("every_n_train_steps: 5}", "every_n_train_steps: 2, save_top_k: -1}"))
+    common = [*QUICK, *NO_VALIDATION, "--trainer.max_steps", "4"]
+    two = fit_smoke(config, tmp_path / "two", *common, "--data.batch_size", "2", *_two_processes())
+    middle = next(two.glob("*-step=2.ckpt"))
+    one = fit_smoke(config, tmp_path / "one", *common, "--data.batch_size", "4", "--trainer.gradient_clip_val", "1.0",
+                    "--ckpt_path", str(middle))  # fmt: skip
+    a = torch.load(two / "last.ckpt", weights_only=True)
+    b = torch.load(one / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 4
+    for key in ("current_model_state", "state_dict"):
+        for k in a[key]:
+            torch.testing.assert_close(b[key][k], a[key][k], rtol=0, atol=ATOL, msg=f"{key}[{k}]")
