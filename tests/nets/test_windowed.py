@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -87,3 +88,12 @@ def test_self_attention_runs_whole_and_latent_models_window_above_their_threshol
     with _output_sides(windowed.autoencoder) as sides:
         torch.testing.assert_close(windowed.decode(z), whole.decode(z), rtol=0, atol=1e-4)
     assert sides and max(sides) < 80  # decoded in windows (with their halo), never whole
+
+
+@pytest.mark.slow
+def test_committed_decode_benchmark_meets_the_targets() -> None:
+    """benchmarks/results/decode_memory.txt (160^3, 12^3 windows): memory ratio <= 0.35, max abs <= 1e-3."""
+    lines = (Path(__file__).resolve().parents[2] / "benchmarks/results/decode_memory.txt").read_text().splitlines()
+    ratio = next(line for line in lines if "ratio" in line and "decode memory" in line)
+    difference = next(line for line in lines if "max abs" in line)
+    assert float(ratio.rsplit(":", 1)[1]) <= 0.35 and float(difference.rsplit(":", 1)[1]) <= 1e-3
