@@ -34,6 +34,7 @@ from torch import nn
 
 from medgen.errors import InputError
 from medgen.lit.common import ModelTask, NonFiniteLossError
+from medgen.lit.image_pool import ImagePool
 from medgen.lit.options import Conditioning, Optimization, ValidationPictures
 from medgen.models.adversarial import AdversarialModel, Duel, Play
 from medgen.models.base import TrainableModel
@@ -67,6 +68,8 @@ class Adversarial:
             not apply to manual optimisation).
         weight: Weight of the adversarial loss in the generator's loss (beside the model's supervised terms).
         warmup_steps: Generator updates on the supervised terms alone before the discriminators play.
+        pool_size: Fake images each discriminator keeps in an :class:`~medgen.lit.image_pool.ImagePool` (CycleGAN:
+            50) and judges in place of half of the new ones (0: only the newest fakes); unconditional duels only.
     """
 
     loss: AdversarialLoss = "non_saturating"
@@ -78,6 +81,7 @@ class Adversarial:
     clip_grad_norm: float | None = None
     weight: float = 1.0
     warmup_steps: int = 0
+    pool_size: int = 0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -86,6 +90,8 @@ class Adversarial:
             raise InputError("adversarial.n_critic", "n_critic and r1_every must be at least 1")
         if self.warmup_steps < 0 or self.weight < 0:
             raise InputError("adversarial.warmup_steps", "warmup_steps and weight must not be negative")
+        if self.pool_size < 0:
+            raise InputError("adversarial.pool_size", f"expected 0 or more images, got {self.pool_size}")
         unknown = [p for p in self.augment if p not in POLICIES]
         if unknown:
             raise InputError(
@@ -131,6 +137,7 @@ class AdversarialTask(ModelTask):
         for name in model.critics[1:]:
             self.discriminators[name] = _reinitialised(discriminator)
         self.adversarial = adversarial
+        self.pools = {name: ImagePool(adversarial.pool_size) for name in model.critics}
         self.optimization = optimization
         self.discriminator_optimization = discriminator_optimization
         self.iteration = 0
@@ -227,7 +234,7 @@ class AdversarialTask(ModelTask):
         loss_d = torch.zeros((), device=self.device)
         accuracies, penalties, r1s = [], [], []
         for duel in play.duels:
-            real_in, fake_in = self._augment(duel.real, g), self._augment(duel.fake, g)
+            real_in, fake_in = self._augment(duel.real, g), self._augment(self._pooled(duel, g), g)
             d_real, d_fake = self.judge(duel, real_in), self.judge(duel, fake_in)
             loss_d = loss_d + discriminator_loss(adv.loss, d_real, d_fake)
             accuracies.append(discriminator_accuracy(d_real, d_fake).detach())
@@ -253,6 +260,12 @@ class AdversarialTask(ModelTask):
         sched_d.step()
         self.untoggle_optimizer(opt_d)
         return logs
+
+    def _pooled(self, duel: Duel, g: torch.Generator) -> torch.Tensor:
+        """The fakes the duel's discriminator judges: the new ones, or some from its image pool when it has one."""
+        if self.adversarial.pool_size and duel.cond is not None:
+            raise InputError("adversarial.pool_size", "an image pool holds unconditional fakes only; set it to 0")
+        return self.pools[duel.critic].query(duel.fake, g)
 
     def _critic(self, duel: Duel) -> Any:
         """``images -> logits`` of the duel's discriminator with its conditions bound (for the penalties)."""
@@ -310,14 +323,19 @@ class AdversarialTask(ModelTask):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Base metadata and RNG states, plus the step counter of the latents and augmentations."""
+        """Base metadata and RNG states, the step counter of the latents and augmentations, the image pools."""
         super().on_save_checkpoint(checkpoint)
         checkpoint["medgen"]["adversarial_iteration"] = self.iteration
+        if self.adversarial.pool_size:
+            checkpoint["image_pools"] = {name: pool.state() for name, pool in self.pools.items()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the base state and the step counter."""
         super().on_load_checkpoint(checkpoint)
         self.iteration = int((checkpoint.get("medgen") or {}).get("adversarial_iteration", 0))
+        for name, images in (checkpoint.get("image_pools") or {}).items():
+            if name in self.pools:
+                self.pools[name].load_state(images)
 
 
 def _factor(options: Optimization, total: int | None) -> Any:

@@ -29,7 +29,9 @@ class ResnetTranslator(nn.Module):
         channels: Feature channels per resolution (full resolution first); each later entry halves the grid, so
             each side of the input must be a multiple of ``2^(len(channels) - 1)``.
         num_res_blocks: Residual units at the lowest resolution (Zhu et al.: 9 at 256², 6 at 128²).
-        norm: MONAI norm (``INSTANCE`` as in Zhu et al.: per-image, so outputs do not depend on the batch).
+        norm: MONAI norm (``INSTANCE`` as in Zhu et al.: per-image, so outputs do not depend on the batch); None:
+            no normalisation (each output voxel then depends on its neighbourhood only, not on whole-image
+            statistics).
     """
 
     def __init__(
@@ -39,7 +41,7 @@ class ResnetTranslator(nn.Module):
         out_channels: int = 1,
         channels: Sequence[int] = (64, 128, 256),
         num_res_blocks: int = 9,
-        norm: str = "INSTANCE",
+        norm: str | None = "INSTANCE",
     ) -> None:
         super().__init__()
         self.config = class_config(self, {k: v for k, v in locals().items() if k not in ("self", "__class__")})

@@ -14,6 +14,7 @@ from medgen.data.datamodule import MedicalImageDataModule
 from medgen.data.phantoms import phantom_family, save_phantom_set
 from medgen.errors import InputError
 from medgen.lit import AdversarialTask, ValidationPictures
+from medgen.lit.image_pool import ImagePool
 from medgen.models.cyclegan import CycleGANModel
 from medgen.nets.cyclegan import ResnetTranslator
 from medgen.nets.gan import PatchCritic
@@ -32,8 +33,8 @@ def _fit(config: Path, root: Path, *extra: str) -> Path:
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_smoke_config_trains_resumes_exactly_and_translates(tmp_path: Path, spatial_dims: int) -> None:
     """4 steps in one run equal the same run resumed from its step-2 checkpoint (both generators, both
-    discriminators, EMA, both optimizers, bit-identical on the CPU); the two discriminators differ; the loaded
-    model translates both ways keeping the shape."""
+    discriminators, EMA, both optimizers, both image pools, bit-identical on the CPU); the two discriminators
+    differ; the loaded model translates both ways keeping the shape."""
     text = (CONFIGS / f"cyclegan_{spatial_dims}d.yaml").read_text()
     config = tmp_path / "cyclegan.yaml"
     config.write_text(text.replace("every_n_train_steps: 5}", "every_n_train_steps: 2, save_top_k: -1}"))
@@ -48,6 +49,9 @@ def test_smoke_config_trains_resumes_exactly_and_translates(tmp_path: Path, spat
         assert a[key].keys() == b[key].keys()
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), f"{key}[{name}] differs after resume"
+    assert a["image_pools"].keys() == {"a", "b"}
+    for name, pool in a["image_pools"].items():
+        assert pool.shape[0] == 3 and torch.equal(pool, b["image_pools"][name])  # full, and restored on resume
     for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
         for state_a, state_b in zip(opt_a["state"].values(), opt_b["state"].values(), strict=True):
             assert torch.equal(state_a["exp_avg"], state_b["exp_avg"])
@@ -113,3 +117,25 @@ def test_bad_domain_column_is_an_input_error() -> None:
         model.play({"image": images, "cond": {"domain": torch.zeros(2)}}, None, torch.Generator())
     with pytest.raises(InputError, match="coded 0"):
         model.play({"image": images, "cond": {"site": torch.tensor([0, 2])}}, None, torch.Generator())
+
+
+def test_image_pool_fills_then_swaps_half_and_is_seeded() -> None:
+    """While filling, fakes pass through and are stored; once full, a fake is either returned itself or swapped
+    for a stored one (which it replaces); the same generator seed gives the same choices; size 0 passes through."""
+    pool = ImagePool(4)
+    first = torch.arange(3.0).view(3, 1, 1, 1)
+    assert torch.equal(pool.query(first, torch.Generator().manual_seed(0)), first) and len(pool) == 3
+    second = torch.arange(10.0, 16.0).view(6, 1, 1, 1)
+    out = pool.query(second, torch.Generator().manual_seed(0))
+    assert len(pool) == 4 and out[0] == 10.0  # the 4th slot was free: stored and returned
+    stored_before = {0.0, 1.0, 2.0, 10.0} | set(range(11, 16))
+    assert set(out.flatten().tolist()) <= stored_before
+    older = [v for v in out[1:].flatten().tolist() if v < 10]
+    assert older, "with seed 0 at least one of five full-pool queries returns an older image"
+    assert set(pool.images.flatten().tolist()) | set(out.flatten().tolist()) == stored_before  # nothing lost
+    again = ImagePool(4)
+    again.query(first, torch.Generator().manual_seed(0))
+    assert torch.equal(again.query(second, torch.Generator().manual_seed(0)), out)
+    assert torch.equal(ImagePool(0).query(second, torch.Generator()), second)
+    with pytest.raises(InputError, match="pool_size"):
+        ImagePool(-1)
