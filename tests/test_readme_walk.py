@@ -121,6 +121,8 @@ def small(words: list[str], walk: Walk) -> list[str]:
     """The README command ``words`` at small settings (see the module docstring); ``medgen`` → this interpreter."""
     out: list[str] = []
     fit = words[:2] == ["medgen", "fit"]
+    # encode takes fit's data options: its --config is composed with the smoke twin as fit's is
+    compose = fit or words[:2] == ["medgen", "encode"]
     roots, smoke = [], False
     i = 0
     while i < len(words):
@@ -140,7 +142,7 @@ def small(words: list[str], walk: Walk) -> list[str]:
             out += [w, str(min(int(nxt), IMAGE_SIZE))]
             i += 2
             continue
-        if fit and w == "--config" and nxt is not None:
+        if compose and w == "--config" and nxt is not None:
             full = _full_config(nxt)
             if nxt == "configs/trainer/gpu.yaml":
                 out += [w, "configs/trainer/cpu.yaml"]
@@ -599,6 +601,20 @@ WALK: dict[str, Step] = {
         how="with --steps 5 (default 800: minutes)",
         argv=lambda words, walk: small(words, walk) + ["--steps", "5"],
         check=files("my_embedder.safetensors"),
+    ),
+    "medgen encode --checkpoint runs/ae_2d/lightning_logs/version_0/checkpoints/last.ckpt --config configs/ldm_2d.yaml "
+    "--data.data_dir /data/brain_t1 --out latents/brain_t1": Step(
+        how="configs/ldm_2d.yaml composed with its smoke twin, as fit's", check=files("latents/brain_t1/latents.json")
+    ),
+    "medgen fit --config configs/ldm_2d.yaml --data.data_dir /data/brain_t1 --data.latents_dir latents/brain_t1 "
+    "--pretrained.autoencoder_from runs/ae_2d/lightning_logs/version_0/checkpoints/last.ckpt": Step(
+        check=fit_wrote("runs/ldm_2d")
+    ),
+    "python benchmarks/ddp_scaling.py": benchmark(
+        "benchmarks/ddp_scaling.py", "minutes of 1- and 2-process training; results/ddp_scaling.txt"
+    ),
+    "python benchmarks/memory_estimate.py": benchmark(
+        "benchmarks/memory_estimate.py", "every full-size config on the meta device; results/memory_estimate.txt"
     ),
     "python benchmarks/train_step.py": benchmark("benchmarks/train_step.py", "minutes; results/train_step.txt"),
     "python benchmarks/data_pipeline.py": benchmark(
