@@ -17,11 +17,14 @@ axial slices), so that the domains differ in contrast, not in framing.
    and the SSIM to the true remap (which neither model saw paired with its input);
 5. a picture of 8 inputs: input | CycleGAN | flow | true remap, one row each.
 
-Prints the machine, a table and wall times; writes the figures as JSON too. About 15-20 minutes on 2 CPU cores with
-``OMP_NUM_THREADS=1`` (several torch threads on a busy 2-core machine were many times slower).
+Prints the machine, a table and wall times; writes the figures as JSON too, with the settings the CycleGAN was trained
+with (read from the config Lightning saved beside its checkpoint), so a test can tie the figures to the committed
+config. About 15-20 minutes on 2 CPU cores with ``OMP_NUM_THREADS=1``, most of it the flow (several torch threads on
+a busy 2-core machine were many times slower); ``--reuse`` keeps trained runs under ``--out``, and
+``--cyclegan-config`` trains another CycleGAN config for comparison.
 
     python benchmarks/cyclegan_mri_2d.py [--out runs/bench_cyclegan_mri_2d] [--report FILE] [--json FILE]
-        [--picture FILE] [--reuse]
+        [--picture FILE] [--reuse] [--cyclegan-config FILE]
 """
 
 from __future__ import annotations
@@ -154,6 +157,15 @@ def picture(rows: list[torch.Tensor], path: Path) -> Path:
     return saved
 
 
+def trained_config(checkpoint: Path) -> dict[str, object]:
+    """``trainer.max_steps``, ``model`` and ``data`` of the config Lightning saved beside ``checkpoint``'s run (all
+    defaults filled in), so the JSON says which settings produced the figures."""
+    import yaml
+
+    saved = yaml.safe_load((checkpoint.parents[1] / "config.yaml").read_text())
+    return {"max_steps": saved["trainer"]["max_steps"], "model": saved["model"], "data": saved["data"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_cyclegan_mri_2d")
@@ -161,7 +173,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON to this file")
     parser.add_argument("--picture", type=Path, default=None, help="grid path (default: OUT/translations.png)")
     parser.add_argument("--reuse", action="store_true", help="reuse the last.ckpt of runs already under --out")
+    parser.add_argument("--cyclegan-config", type=Path, default=CONFIGS["cyclegan"], help="CycleGAN config to train")
     args = parser.parse_args()
+    CONFIGS["cyclegan"] = args.cyclegan_config.resolve()
     out: Path = args.out.resolve()
     from medgen.models.cyclegan import CycleGANModel
     from medgen.models.flow import FlowModel
@@ -180,7 +194,8 @@ def main() -> None:
         fit_time[name] = medgen(["fit", f"--config={config}", f"--trainer.default_root_dir={out / name}", *QUIET])
         fit_cpu[name] = children_cpu() - cpu
         record.write_text(json.dumps([fit_time[name], fit_cpu[name]]))
-    cyclegan = load_model(last_checkpoint(out / "cyclegan")).model
+    cyclegan_checkpoint = last_checkpoint(out / "cyclegan")
+    cyclegan = load_model(cyclegan_checkpoint).model
     flow = load_model(last_checkpoint(out / "flow")).model
     assert isinstance(cyclegan, CycleGANModel) and isinstance(flow, FlowModel)
 
@@ -249,7 +264,9 @@ def main() -> None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(text + "\n")
     if args.json is not None:
-        args.json.write_text(json.dumps({"classifier_accuracy": accuracy, "methods": figures}, indent=2) + "\n")
+        trained = trained_config(cyclegan_checkpoint)
+        record = {"classifier_accuracy": accuracy, "methods": figures, "cyclegan_config": trained}
+        args.json.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":
