@@ -97,3 +97,14 @@ def test_committed_decode_benchmark_meets_the_targets() -> None:
     ratio = next(line for line in lines if "ratio" in line and "decode memory" in line)
     difference = next(line for line in lines if "max abs" in line)
     assert float(ratio.rsplit(":", 1)[1]) <= 0.35 and float(difference.rsplit(":", 1)[1]) <= 1e-3
+
+
+def test_maisi_decoders_are_decoded_whole() -> None:
+    """MAISI's decoder (split convolutions) is not exact in windows: latent models decode it whole."""
+    from medgen.nets.maisi import MaisiAutoencoder
+
+    torch.manual_seed(0)
+    maisi = MaisiAutoencoder(3, channels=(8, 16, 16), num_res_blocks=(1, 1, 1), norm_num_groups=8, num_splits=1)
+    assert not can_decode_windowed(maisi) and can_decode_windowed(_autoencoder(3))
+    with pytest.raises(ValueError, match="MaisiDecoder"):
+        decode_windowed(maisi, torch.zeros(1, 4, 8, 8, 8))
