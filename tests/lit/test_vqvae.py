@@ -44,7 +44,7 @@ def test_vq_autoencoder_and_latent_diffusion_train_resume_and_generate(tmp_path:
     assert "pretrained: {autoencoder_from: null}" in ldm_text
     ldm_text = ldm_text.replace("autoencoder_from: null", f"autoencoder_from: {straight / 'last.ckpt'}")
     (tmp_path / "ldm.yaml").write_text(ldm_text)
-    ldm_run = fit_smoke(tmp_path / "ldm.yaml", tmp_path / "ldm", "--trainer.max_steps", "3")
+    ldm_run = fit_smoke(tmp_path / "ldm.yaml", tmp_path / "ldm", "--trainer.max_steps", "2")
     ldm_state = torch.load(ldm_run / "last.ckpt", weights_only=True)["current_model_state"]
     exported = torch.load(straight / "last.ckpt", weights_only=True)["state_dict"]  # the EMA weights stage 2 loads
     for key, value in exported.items():

@@ -38,8 +38,8 @@ def _output_sides(ae: KLAutoencoder) -> Iterator[list[int]]:
 def test_windowed_decode_and_encode_equal_the_whole(spatial_dims: int) -> None:
     """Within 1e-3 (measured: ~1e-6) of the whole decode, for every split between blocks run whole and blocks run
     in windows, with or without overlap; the last convolution only ever sees windows. Without the halo (``halo=0``)
-    windows differ by far more. Latent 20^2 (2D) and 8^3 (3D: the default split only, for time), output 80^2 and
-    32^3, windows of 4 latent voxels."""
+    windows differ by far more. Latent 20^2 (2D) and 8^3 (3D: the default split only and no halo check, for time),
+    output 80^2 and 32^3, windows of 4 latent voxels."""
     ae = _autoencoder(spatial_dims)
     side = 20 if spatial_dims == 2 else 8
     z = torch.randn(
@@ -56,7 +56,8 @@ def test_windowed_decode_and_encode_equal_the_whole(spatial_dims: int) -> None:
         assert windowed.shape == whole.shape
         assert (windowed - whole).abs().max() <= 1e-3, (whole_levels, overlap, mode)
         assert sides and max(sides) < whole.shape[-1], "decoded whole, not in windows"
-    assert (decode_windowed(ae, z, window=4, halo=0) - whole).abs().max() > 0.05
+    if spatial_dims == 2:
+        assert (decode_windowed(ae, z, window=4, halo=0) - whole).abs().max() > 0.05
 
     x = whole[:1].clamp(-1, 1)
     with torch.no_grad():
