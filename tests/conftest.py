@@ -96,3 +96,13 @@ def medgen_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("medgen_cache")
     os.environ["MEDGEN_CACHE"] = str(path)
     return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the ``slow`` tests first (stable order otherwise).
+
+    Under pytest-xdist's ``worksteal`` a worker that runs out of tests takes half of another's queue, but a test
+    that has started cannot be split: the minutes-long quality and README-walk tests go first, so that the other
+    worker's short tests fill the time beside them instead of a long test running alone at the end.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

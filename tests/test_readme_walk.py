@@ -634,7 +634,7 @@ WALK: dict[str, Step] = {
         "benchmarks/cyclegan_mri_2d.py", "about 20 minutes of training; results/cyclegan_mri_2d.txt"
     ),
     "python benchmarks/decode_memory.py": benchmark(
-        "benchmarks/decode_memory.py", "10-20 minutes of decoding; results/decode_memory.txt"
+        "benchmarks/decode_memory.py", "1-4 minutes of decoding; results/decode_memory.txt"
     ),
     "python benchmarks/gan_mri_2d_32.py": benchmark(
         "benchmarks/gan_mri_2d_32.py", "3.5 minutes; results/gan_mri_2d_32.txt"
