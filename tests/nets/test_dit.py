@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from medgen.cli import main
 from medgen.config import instantiate
 from medgen.errors import InputError
 from medgen.models import DiffusionModel, FlowModel
@@ -16,7 +15,7 @@ from medgen.nets.condition import Condition
 from medgen.nets.conditioning import ConditionSpec
 from medgen.nets.dit import DiT, sincos_position_embedding
 from medgen.store.load import load_model
-from tests.helpers import assert_same_checkpoints, straight_and_resumed
+from tests.helpers import assert_resumes_exactly_and_generates
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "smoke"
 SPECS = [ConditionSpec("label", "class", num_classes=3), ConditionSpec("age", "scalar", mean=60.0, std=10.0)]
@@ -172,14 +171,7 @@ def test_smoke_configs_train_resume_exactly_and_generate(tmp_path: Path, config:
         end = text.index("    optimization:")
         text = text[:start] + FLOW + text[end:]
         text = text.replace("medgen.models.DiffusionModel", "medgen.models.FlowModel")
-    straight, resumed = straight_and_resumed(text, tmp_path, steps=4)
-    assert_same_checkpoints(straight / "last.ckpt", resumed / "last.ckpt")
+    straight = assert_resumes_exactly_and_generates(text, tmp_path)
     model = load_model(straight / "last.ckpt").model
     assert isinstance(model, FlowModel if config.endswith("_flow") else DiffusionModel)
     assert isinstance(model.net, DiT)
-    out = tmp_path / "samples"
-    args = ["generate", "--checkpoint", str(straight / "last.ckpt"), "--num-samples", "1", "--out", str(out)]
-    assert main([*args, "--steps", "2", "--format", "npy"]) == 0
-    assert len((out / "manifest.jsonl").read_text().splitlines()) == 1
-    (sample,) = out.glob("sample_000000.*")
-    assert sample.stat().st_size > 0
