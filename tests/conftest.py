@@ -99,10 +99,24 @@ def medgen_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the ``slow`` tests first (stable order otherwise).
+    """Run the longest tests first, then the other ``slow`` ones, then the rest (stable order otherwise).
 
-    Under pytest-xdist's ``worksteal`` a worker that runs out of tests takes half of another's queue, but a test
-    that has started cannot be split: the minutes-long quality and README-walk tests go first, so that the other
-    worker's short tests fill the time beside them instead of a long test running alone at the end.
+    ``make test`` uses pytest-xdist's ``worksteal`` scheduling: each worker starts on its share of the list, and one
+    that runs out takes half of another's queue, but a test that has started cannot be moved. Started first, the
+    minutes-long tests of :data:`LONGEST` run while the other worker's short tests fill the time beside them,
+    instead of one of them running alone at the end.
     """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+    def rank(item: pytest.Item) -> tuple[int, bool]:
+        longest = next((i for i, name in enumerate(LONGEST) if item.nodeid.startswith(name)), len(LONGEST))
+        return longest, item.get_closest_marker("slow") is None
+
+    items.sort(key=rank)
+
+
+#: The longest tests (several minutes each on 2 cores), in the order they start.
+LONGEST = (
+    "tests/lit/test_quality.py::test_trained_model_beats_untrained_on_real_mri",
+    "tests/test_readme_walk.py::test_readme_walk",
+    "tests/lit/test_quality.py::test_autoencoder_beats_bilinear_at_equal_size_on_real_mri",
+)

@@ -133,22 +133,27 @@ def _attach(model: object, path: Path, record: dict[str, Any]) -> None:
     """Switch a latent model to cached latents (its autoencoder's weights are checked at the first batch).
 
     Architecture options that leave the weights as they are (``use_flash_attention``, ``use_checkpoint``) may differ.
+    The model is recognised by its ``use_cached_latents`` method (the data layer does not import the models').
     """
-    from medgen.models.latent import LatentSpace
-
-    if not isinstance(model, LatentSpace):
+    use_cached_latents = getattr(model, "use_cached_latents", None)
+    if not callable(use_cached_latents):
         raise InputError(
             "data.latents_dir",
             f"cached latents train latent models (LatentDiffusionModel, LatentFlowModel), not {type(model).__name__}",
         )
-    model.use_cached_latents(str(path), record["autoencoder"]["weights_sha256"])
+    use_cached_latents(str(path), record["autoencoder"]["weights_sha256"])
 
 
 def _rows(split_dir: Path) -> list[dict[str, Any]]:
-    from medgen.generation.manifest import MANIFEST as ROWS
-    from medgen.generation.manifest import read_rows
-
-    return sorted(read_rows(split_dir / ROWS), key=lambda r: int(r["index"]))
+    """The rows of a finished encode's ``manifest.jsonl`` (the generation manifest's format), by index."""
+    path = split_dir / "manifest.jsonl"
+    if not path.is_file():
+        return []
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"is not valid JSON lines ({err}): the encode output is damaged") from err
+    return sorted(rows, key=lambda r: int(r["index"]))
 
 
 class LatentDataset(Dataset):
