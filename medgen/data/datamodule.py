@@ -315,7 +315,7 @@ class MedicalImageDataModule(L.LightningDataModule):
         return self._first_grid or (self.config.modality, None)
 
     def _grid_spacing(self, source: Sequence[float] | None, shape: tuple[int, ...]) -> list[float] | None:
-        """Spacing of the model's grid: the source (or target) spacing times the resize factor."""
+        """Spacing of the model's grid: the source (or target) spacing times the resize factor (1 for patches)."""
         spacing = self.config.target_spacing or (None if source is None else tuple(float(v) for v in source))
         if spacing is None:
             return None
@@ -324,7 +324,9 @@ class MedicalImageDataModule(L.LightningDataModule):
         if self.spatial_dims == 2 and len(spacing) == 3:
             keep = [a for a in range(3) if a != self.config.slice_axis]
             spacing, shape = tuple(spacing[a] for a in keep), tuple(shape[a] for a in keep)
-        scale = max(shape) / max(self.image_size) if self.config.resize_mode == "resize" else 1.0
+        # random patches are cut from the (resampled) grid without resizing, so they keep its spacing
+        resized = self.config.resize_mode == "resize" and not self.config.patches
+        scale = max(shape) / max(self.image_size) if resized else 1.0
         return [round(float(s) * scale, 6) for s in spacing[: self.spatial_dims]]
 
     def _intensity(self, modality: str) -> IntensityMapping:

@@ -163,7 +163,8 @@ def test_json_datalist_with_masks(tmp_path: Path) -> None:
 
 
 def test_3d_patches_are_random_crops(tmp_path: Path) -> None:
-    save_phantom_set(tmp_path, [ct_phantom(shape=(40, 40, 20), seed=0)])
+    phantom = ct_phantom(shape=(40, 40, 20), seed=0)
+    save_phantom_set(tmp_path, [phantom])
     dm = MedicalImageDataModule(
         str(tmp_path),
         modality="ct",
@@ -179,6 +180,8 @@ def test_3d_patches_are_random_crops(tmp_path: Path) -> None:
     next_epoch = ds[len(ds)]["image"]  # type: ignore[index,arg-type]  # the sampler's key for epoch 1, index 0
     assert a.shape == (1, 16, 16, 8) and not torch.equal(a, next_epoch)
     assert torch.equal(a, again)  # a draw depends on (seed, epoch, index) alone: resumed runs draw the same patches
+    # patches are cut without resizing: the model's grid keeps the images' spacing (cards, written NIfTI headers)
+    assert dm.describe()["spacing"] == pytest.approx(list(phantom.spacing))
 
 
 @pytest.mark.parametrize("cache", ["memory", "disk", "none"])
