@@ -623,6 +623,9 @@ WALK: dict[str, Step] = {
     "python benchmarks/latent_mri_2d_64.py": benchmark(
         "benchmarks/latent_mri_2d_64.py", "18 minutes; results/latent_mri_2d_64.txt"
     ),
+    "python benchmarks/latent_mri_3d.py": benchmark(
+        "benchmarks/latent_mri_3d.py", "about 35 minutes; results/latent_mri_3d.txt"
+    ),
     "python benchmarks/sampling.py": benchmark("benchmarks/sampling.py", "minutes of sampling"),
     "python benchmarks/gan_throughput.py": benchmark(
         "benchmarks/gan_throughput.py", "about 17 minutes on busy cores; results/gan_throughput.txt"
