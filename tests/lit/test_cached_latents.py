@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from medgen.cli import main
+from medgen.store.ckpt import read_checkpoint
 from tests.helpers import assert_same_checkpoints, fit_smoke, straight_and_resumed
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke"
@@ -85,8 +86,8 @@ def test_cached_latents_train_bit_identically_resume_and_generate(
     on_the_fly.write_text((tmp_path / "cached" / "smoke.yaml").read_text().replace(f"  latents_dir: {latents}\n", ""))
     direct = fit_smoke(on_the_fly, tmp_path / "direct", "--trainer.max_steps", "4")
     assert_same_checkpoints(straight / "last.ckpt", direct / "last.ckpt")
-    cached_record = torch.load(straight / "last.ckpt", weights_only=False)["medgen"]["data"]
-    direct_record = torch.load(direct / "last.ckpt", weights_only=False)["medgen"]["data"]
+    cached_record = read_checkpoint(straight / "last.ckpt")["medgen"]["data"]
+    direct_record = read_checkpoint(direct / "last.ckpt")["medgen"]["data"]
     assert cached_record.pop("latents_dir") == str(latents)
     assert cached_record == direct_record  # generation reads the images' record, not the latents'
 
