@@ -61,11 +61,18 @@ class Datalist:
         return bool(self.records) and all(r.source for r in self.records)
 
 
-def find_records(data_dir: str | Path) -> Datalist:
+def find_records(data_dir: str | Path, folder_label: str | None = None) -> Datalist:
     """Records from a folder (searched recursively), a ``.csv``/``.json`` datalist, or ``demo:mri|ct|xray``.
 
+    Args:
+        data_dir: The folder, datalist file or ``demo:`` name.
+        folder_label: With a folder: a text condition of this name whose value is each image's first subfolder
+            (``data_dir/a/x.nii.gz`` -> ``a``), coded in sorted order, e.g. ``domain`` for unpaired translation
+            from ``a/`` and ``b/``, or class labels from one folder per class.
+
     Raises:
-        InputError: The path is missing, the folder holds no image, or a datalist row is invalid.
+        InputError: The path is missing, the folder holds no image, a datalist row is invalid, or ``folder_label``
+            is given with a datalist, names a reserved column, or an image lies outside every subfolder.
     """
     if str(data_dir).startswith("demo:"):
         from medgen.demo_data import demo_folder
@@ -75,12 +82,36 @@ def find_records(data_dir: str | Path) -> Datalist:
     if not path.exists():
         raise InputError(path, "data_dir does not exist (expected a folder of images or a CSV/JSON datalist)")
     if path.is_file():
+        if folder_label is not None:
+            raise InputError("data.folder_label", f"expected a folder data_dir; {path} is a datalist (use a column)")
         if path.suffix.lower() == ".csv":
             return _from_rows(path, _read_csv(path))
         if path.suffix.lower() == ".json":
             return _from_rows(path, _read_json(path))
         raise InputError(path, "data_dir must be a folder, a .csv or a .json datalist")
-    return Datalist(_scan_folder(path), origin=str(path))
+    if folder_label is None:
+        return Datalist(_scan_folder(path), origin=str(path))
+    return _label_by_folder(path, _scan_folder(path), folder_label)
+
+
+def _label_by_folder(folder: Path, records: list[ImageRecord], label: str) -> Datalist:
+    """Give each record the condition ``label`` = its first subfolder below ``folder`` (text, sorted codes)."""
+    if label in RESERVED_COLUMNS:
+        raise InputError("data.folder_label", f"expected a condition name other than {', '.join(RESERVED_COLUMNS)}")
+    values = []
+    for record in records:
+        parts = Path(record.image).relative_to(folder).parts
+        if len(parts) < 2:
+            raise InputError(
+                record.image,
+                f"data.folder_label '{label}' takes each image's subfolder of {folder} as its value; "
+                "this image is in no subfolder",
+            )
+        values.append(parts[0])
+    vocab = sorted(set(values))
+    for record, value in zip(records, values, strict=True):
+        record.conditions[label] = float(vocab.index(value))
+    return Datalist(records, {label: vocab}, str(folder))
 
 
 def _scan_folder(folder: Path) -> list[ImageRecord]:

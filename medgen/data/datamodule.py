@@ -65,6 +65,9 @@ class MedicalImageDataModule(L.LightningDataModule):
             images each step (the other options must be those they were encoded with; :mod:`medgen.data.latents`).
         latent_draw: With ``latents_dir``: ``mean`` (the posterior mean, as on-the-fly encoding) or ``sample`` (a
             new posterior draw each epoch, seeded by ``seed``, epoch and index).
+        folder_label: With a folder ``data_dir``: a text condition of this name whose value is each image's first
+            subfolder, coded in sorted order (``--data.folder_label domain`` trains CycleGAN on ``a/`` and ``b/``;
+            or class labels from one folder per class).
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class MedicalImageDataModule(L.LightningDataModule):
         source_modality: str | None = None,
         latents_dir: str | None = None,
         latent_draw: Draw = "mean",
+        folder_label: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -115,6 +119,7 @@ class MedicalImageDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.skip_unreadable = skip_unreadable
         self.conditions = conditions
+        self.folder_label = folder_label
         self.config = PipelineConfig(
             spatial_dims=spatial_dims,
             image_size=_size_tuple(image_size, spatial_dims),
@@ -167,7 +172,7 @@ class MedicalImageDataModule(L.LightningDataModule):
             self.train_subjects = self.latents.subjects
             self._check_columns(self.datalist)
             return
-        datalist = find_records(self.data_dir)
+        datalist = find_records(self.data_dir, self.folder_label)
         self._check_columns(datalist)
         records = self._select_conditions(datalist.records)
         if self.skip_unreadable:
