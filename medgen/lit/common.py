@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from torch import nn
 
 from medgen.errors import MedgenError
 from medgen.lit.options import Conditioning, ValidationPictures
@@ -64,7 +65,7 @@ class ModelTask(L.LightningModule):
         if self.model.image_size is None and dm is not None and getattr(dm, "image_size", None) is not None:
             self.model.image_size = tuple(dm.image_size)
         if self.compile_net and stage == "fit":
-            self.model.net.compile()
+            compile_networks(self.model.net)
 
     def step_generator(self, step: int, stream: int = 0, shared: bool = False) -> torch.Generator:
         """A generator on this task's device seeded by ``(seed, step, stream, rank)``.
@@ -189,3 +190,12 @@ def _numpy_state_to_plain(state: Any) -> list[Any]:
 def _numpy_state_from_plain(state: Sequence[Any]) -> tuple[Any, ...]:
     name, keys, pos, has_gauss, cached = state
     return (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached)
+
+
+def compile_networks(net: nn.Module) -> None:
+    """``torch.compile`` a model's network in place; each member of a ``ModuleDict`` (CycleGAN's ``a2b``/``b2a``).
+
+    A ``ModuleDict`` is never called itself, so compiling it would change nothing: its members are compiled.
+    """
+    for module in net.values() if isinstance(net, nn.ModuleDict) else (net,):
+        module.compile()
