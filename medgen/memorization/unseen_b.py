@@ -304,12 +304,13 @@ def subject_of(name: str) -> str:
     return name.split(":")[0]
 
 
-def unseen_b() -> UnseenSetB:
-    """Build set B (module docstring). Deterministic; nothing here looks at any detection score."""
-    roles: dict[str, list[tuple[Tensor, str, str]]] = {"train": [], "null": [], "heldout": []}
-    for name, (_, _, role, _) in REAL_SOURCES.items():
-        roles[role] += [(image, image_name, "real") for image, image_name in _real_images(name)]
-    for subject in phantom_subjects():
+def add_phantom_images(roles: dict[str, list[tuple[Tensor, str, str]]], subjects: list[PhantomSubject]) -> None:
+    """Append each phantom subject's images to its role as ``(image, name, family)``.
+
+    X-ray: the radiograph; training MR/CT volumes: slab slices (:func:`~.planted.slab_slices`, sides >= 24);
+    null and held-out volumes: :data:`SLICES_PER_AXIS` informative slices per axis.
+    """
+    for subject in subjects:
         image = _phantom_image(subject)
         if subject.family == "xray":
             items = [(_fit(image), subject.name)]
@@ -318,6 +319,53 @@ def unseen_b() -> UnseenSetB:
         else:
             items = _informative(image, subject.name, SLICES_PER_AXIS)
         roles[subject.role] += [(s, n, subject.family) for s, n in items]
+
+
+def package_picture(package: str, parts: tuple[str, ...]) -> Tensor | None:
+    """``(1, H, W)`` grey picture shipped inside a package (None if not installed), shrunk by :func:`_fit`.
+
+    An ``.npz`` gives its ``elevation`` or ``topo`` array (matplotlib's elevation maps), else its first array.
+    """
+    path = _package_file(package, *parts)
+    if path is None:
+        return None
+    if path.suffix == ".npz":
+        with np.load(path) as data:
+            key = next((k for k in ("elevation", "topo") if k in data.files), data.files[0])
+            return _fit(_grey(data[key]))
+    return _fit(_grey(_picture(path)))
+
+
+def role_images(
+    pictures: list[tuple[Tensor | None, str, str]],
+    family: str,
+    members: dict[str, list[tuple[Tensor, str]]],
+    subjects: list[PhantomSubject],
+) -> dict[str, list[tuple[Tensor, str, str]]]:
+    """Images of each role as ``(image, name, kind)``: real pictures, then one real family, then phantoms.
+
+    Args:
+        pictures: ``(image or None if not installed, name, role)`` of single real pictures (kind ``"real"``).
+        family: Kind of the real family (``"face"``, ``"digit"``).
+        members: The family's ``(image, name)`` per role.
+        subjects: Phantom subjects (:func:`add_phantom_images`).
+    """
+    roles: dict[str, list[tuple[Tensor, str, str]]] = {"train": [], "null": [], "heldout": []}
+    for picture, name, role in pictures:
+        if picture is not None:
+            roles[role].append((picture, name, "real"))
+    for role, items in members.items():
+        roles[role] += [(image, name, family) for image, name in items]
+    add_phantom_images(roles, subjects)
+    return roles
+
+
+def unseen_b() -> UnseenSetB:
+    """Build set B (module docstring). Deterministic; nothing here looks at any detection score."""
+    roles: dict[str, list[tuple[Tensor, str, str]]] = {"train": [], "null": [], "heldout": []}
+    for name, (_, _, role, _) in REAL_SOURCES.items():
+        roles[role] += [(image, image_name, "real") for image, image_name in _real_images(name)]
+    add_phantom_images(roles, phantom_subjects())
     train, null, heldout = roles["train"], roles["null"], roles["heldout"]
     real_train = [i for i, (_, _, kind) in enumerate(train) if kind == "real"]
     phantom_train = [i for i, (_, _, kind) in enumerate(train) if kind != "real"]

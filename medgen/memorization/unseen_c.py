@@ -50,17 +50,16 @@ import torch
 from torch import Tensor
 
 from medgen.demo_data import _package_file
-from medgen.memorization.planted import PlantedSet, slab_slices
+from medgen.memorization.planted import PlantedSet
 from medgen.memorization.unseen import DISGUISES, disguise
 from medgen.memorization.unseen_b import (
-    SLICES_PER_AXIS,
     UnseenSetB,
     _fit,
     _grey,
-    _informative,
-    _phantom_image,
     _picture,
+    package_picture,
     phantom_subjects,
+    role_images,
     subject_of,
 )
 
@@ -106,14 +105,7 @@ N_COPIES = 60
 def _real_picture(name: str) -> Tensor | None:
     """``(1, H, W)`` of one :data:`REAL_SOURCES` picture (None if not installed)."""
     package, parts, _ = REAL_SOURCES[name]
-    path = _package_file(package, *parts)
-    if path is None:
-        return None
-    if path.suffix == ".npz":
-        with np.load(path) as data:
-            array = data["elevation" if "elevation" in data.files else "topo"]
-        return _fit(_grey(array))
-    return _fit(_grey(_picture(path)))
+    return package_picture(package, parts)
 
 
 def _faces() -> np.ndarray | None:
@@ -138,24 +130,14 @@ def unrelated_c() -> tuple[list[Tensor], list[str]]:
 
 def unseen_c() -> UnseenSetB:
     """Build set C (module docstring). Deterministic; nothing here looks at any detection score."""
-    roles: dict[str, list[tuple[Tensor, str, str]]] = {"train": [], "null": [], "heldout": []}
-    for name, (_, _, role) in REAL_SOURCES.items():
-        picture = _real_picture(name)
-        if picture is not None:
-            roles[role].append((picture, name, "real"))
     faces = _faces()
-    if faces is not None:
-        for role, indices in FACE_ROLES.items():
-            roles[role] += [(_grey(faces[i]), f"lfw-face-{i:03d}", "face") for i in indices]
-    for subject in phantom_subjects(BASE_SEED):
-        image = _phantom_image(subject)
-        if subject.family == "xray":
-            items = [(_fit(image), subject.name)]
-        elif subject.role == "train":
-            items = [(_fit(s), n) for s, n in slab_slices(image, subject.name, 1.0) if min(s.shape[-2:]) >= 24]
-        else:
-            items = _informative(image, subject.name, SLICES_PER_AXIS)
-        roles[subject.role] += [(s, n, subject.family) for s, n in items]
+    members = {
+        role: [(_grey(faces[i]), f"lfw-face-{i:03d}") for i in indices]
+        for role, indices in FACE_ROLES.items()
+        if faces is not None
+    }
+    pictures = [(_real_picture(name), name, role) for name, (_, _, role) in REAL_SOURCES.items()]
+    roles = role_images(pictures, "face", members, phantom_subjects(BASE_SEED))
     train, null, heldout = roles["train"], roles["null"], roles["heldout"]
     sources: list[int] = []
     for i, (_, _, kind) in enumerate(train):
