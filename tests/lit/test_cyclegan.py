@@ -139,3 +139,23 @@ def test_image_pool_fills_then_swaps_half_and_is_seeded() -> None:
     assert torch.equal(ImagePool(0).query(second, torch.Generator()), second)
     with pytest.raises(InputError, match="pool_size"):
         ImagePool(-1)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_structure_term_is_blind_to_contrast_inversion_and_trains(spatial_dims: int) -> None:
+    """The structure term is 0 for a contrast-inverted copy, near 1 for unrelated noise, absent at weight 0, and
+    its gradient reaches the generators."""
+    torch.manual_seed(0)
+    net = ResnetTranslator(spatial_dims, channels=(4,), num_res_blocks=0)
+    model = CycleGANModel(net, structure_weight=2.0, structure_kernel=3)
+    x = torch.rand(2, 1, *(12,) * spatial_dims)
+    assert float(1 + model.structure(-x, x)) == pytest.approx(0.0, abs=1e-5)
+    assert float(1 + model.structure(torch.rand_like(x), x)) > 0.5
+    batch = {"image": x * 2 - 1, "cond": {"domain": torch.tensor([0, 1])}}
+    play = model.play(batch, None, torch.Generator())
+    assert 0 < float(play.terms["structure"]) <= 1
+    play.terms["loss"].backward()
+    assert all(p.grad is not None for p in model.net.parameters())
+    assert "structure" not in CycleGANModel(net).play(batch, None, torch.Generator()).terms
+    with pytest.raises(InputError, match="structure_kernel"):
+        CycleGANModel(net, structure_kernel=4)
