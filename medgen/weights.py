@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -23,6 +23,23 @@ from medgen.errors import InputError
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
 StateDict = dict[str, torch.Tensor]
+
+#: Storage types of exported weights (``medgen export --dtype``); loading always upcasts to float32.
+WeightsDtype = Literal["float32", "float16", "bfloat16"]
+WEIGHTS_DTYPES: tuple[WeightsDtype, ...] = ("float32", "float16", "bfloat16")
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def stored(tensor: torch.Tensor, dtype: WeightsDtype) -> torch.Tensor:
+    """``tensor`` as it is stored in an export of ``dtype``: floating-point tensors cast, others unchanged."""
+    if dtype not in WEIGHTS_DTYPES:
+        raise InputError("dtype", f"expected one of {', '.join(WEIGHTS_DTYPES)}, got '{dtype}'")
+    return tensor.to(getattr(torch, dtype)) if tensor.is_floating_point() else tensor
+
+
+def upcast(state: StateDict) -> StateDict:
+    """``state`` with half-precision (float16, bfloat16) tensors as float32, the type models compute in."""
+    return {k: v.float() if v.dtype in _HALF else v for k, v in state.items()}
 
 
 def read_state(path: str | Path, key: str = "state_dict", strip: Sequence[str] = ()) -> StateDict:
@@ -36,7 +53,7 @@ def read_state(path: str | Path, key: str = "state_dict", strip: Sequence[str] =
         strip: Key prefixes removed where present (e.g. ``module.`` of ``DataParallel`` weights).
 
     Returns:
-        Name → tensor.
+        Name → tensor; half-precision tensors (an export of ``medgen export --dtype float16``) come back as float32.
 
     Raises:
         InputError: The file is missing, unreadable, or does not hold a name → tensor mapping (names the file).
@@ -59,7 +76,7 @@ def read_state(path: str | Path, key: str = "state_dict", strip: Sequence[str] =
         raise InputError(p, "expected a state dict (name → tensor)")
     for prefix in strip:
         state = {k.removeprefix(prefix): v for k, v in state.items()}
-    return state
+    return upcast(state)
 
 
 def unwrap_state(raw: Any, key: str = "state_dict") -> StateDict | None:

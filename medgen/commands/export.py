@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+#: medgen.weights.WEIGHTS_DTYPES, spelled out: the parser is built without importing torch.
+WEIGHTS_DTYPES = ("float32", "float16", "bfloat16")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``export`` sub-command."""
@@ -30,6 +33,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", default=None, metavar="REPORT",
                    help="report.json of medgen evaluate whose metrics go into the card")  # fmt: skip
     p.add_argument("--raw-weights", action="store_true", help="export the raw training weights, not the EMA ones")
+    p.add_argument("--dtype", choices=WEIGHTS_DTYPES, default="float32",
+                   help="storage type of model.safetensors: float16 halves the folder; loading upcasts to float32 "
+                        "(default: float32)")  # fmt: skip
+    p.add_argument("--card-extra", default=None, metavar="JSON",
+                   help="JSON file of further card fields, e.g. training (command, wall_time_s, machine), "
+                        "data_sources (name, licence, role), evaluation (metrics with baselines); fields medgen "
+                        "computes are refused")  # fmt: skip
     p.add_argument(
         "--format", choices=("medgen", "monai-bundle"), default="medgen",
         help="medgen (default): the folder above; monai-bundle: a MONAI bundle (configs/inference.json, "
@@ -58,11 +68,26 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(args.metrics, f"not a readable report.json ({exc})") from None
     if args.format == "monai-bundle":
         return _monai_bundle(args)
-    out = export_checkpoint(args.checkpoint, args.out_dir, args.name, not args.raw_weights, args.licence, metrics)
+    extra = _card_extra(args.card_extra) if args.card_extra else None
+    out = export_checkpoint(args.checkpoint, args.out_dir, args.name, not args.raw_weights, args.licence, metrics,
+                            args.dtype, extra)  # fmt: skip
     card = json.loads((out / CARD_FILE).read_text())
-    print(f"exported {card['name']} ({card['family']}, {card['spatial_dims']}D {card['modality']}) -> {out}\n"
-          f"  sha256 {card['sha256']}", file=sys.stderr)  # fmt: skip
+    print(f"exported {card['name']} ({card['family']}, {card['spatial_dims']}D {card['modality']}, "
+          f"{card['weights_dtype']} weights) -> {out}\n  sha256 {card['sha256']}", file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _card_extra(path: str) -> dict[str, object]:
+    """The JSON object of ``--card-extra``."""
+    from medgen.errors import InputError
+
+    try:
+        extra = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"not a readable JSON file ({exc})") from None
+    if not isinstance(extra, dict):
+        raise InputError(path, "expected a JSON object of card fields")
+    return extra
 
 
 def _monai_bundle(args: argparse.Namespace) -> int:

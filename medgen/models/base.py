@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -26,6 +26,9 @@ from medgen.models.defaults import SamplingDefaults
 from medgen.nets.condition import Condition
 from medgen.nets.protocol import ConditionedNet
 from medgen.sampling.common import Generators
+
+if TYPE_CHECKING:
+    from medgen.weights import WeightsDtype
 
 M = TypeVar("M", bound="TrainableModel")
 
@@ -147,6 +150,8 @@ class TrainableModel(nn.Module):
         source: str = "save_pretrained",
         metrics: dict[str, Any] | None = None,
         describe: dict[str, Any] | None = None,
+        dtype: WeightsDtype = "float32",
+        extra: dict[str, Any] | None = None,
     ) -> Path:
         """Write ``config.yaml``, ``model.safetensors`` and ``model_card.json`` into ``out_dir`` (the export format).
 
@@ -161,6 +166,10 @@ class TrainableModel(nn.Module):
             source: What the weights come from (a checkpoint path), recorded.
             metrics: Evaluation results to record.
             describe: Metadata to record instead of :meth:`describe` (a checkpoint's, with its data record).
+            dtype: Storage type of the floating-point weights: ``float32``, or ``float16``/``bfloat16`` (half the
+                size; the card records it as ``weights_dtype`` and every loader upcasts to float32).
+            extra: Further card fields (training command, data sources, wall time …; see
+                :func:`medgen.store.card.model_card`), which must not name a field the card computes.
 
         Returns:
             The folder.
@@ -170,17 +179,19 @@ class TrainableModel(nn.Module):
 
         from medgen.data.io import atomic_write
         from medgen.hashing import file_sha256
-        from medgen.store.card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, model_card
+        from medgen.store.card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, check_extra, model_card
+        from medgen.weights import stored
 
+        check_extra(extra)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        state = {k: stored(v.detach().cpu(), dtype).contiguous() for k, v in self.state_dict().items()}
         weights = atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
         config = {"model": {"class_path": self.task_class_path, "init_args": {"model": self.config}}}
         written = atomic_write(out / CONFIG_FILE, lambda tmp: tmp.write_text(yaml.safe_dump(config, sort_keys=False)))
         files = {CONFIG_FILE: file_sha256(written), WEIGHTS_FILE: file_sha256(weights)}
         meta = describe if describe is not None else self.describe()
-        card = model_card(name or out.resolve().name, meta, files, licence, source, metrics)
+        card = model_card(name or out.resolve().name, meta, files, licence, source, metrics, dtype, extra)
         atomic_write(out / CARD_FILE, lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"))
         return out
 

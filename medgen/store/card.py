@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medgen import __version__
+from medgen.errors import InputError
 
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.yaml", "model.safetensors", "model_card.json"
 
@@ -82,6 +83,11 @@ class ModelCard:
         return dict(self.conditions.get("vocab") or {})
 
     @property
+    def weights_dtype(self) -> str:
+        """Storage type of the exported weights (``float32`` for cards that do not say; loaded as float32)."""
+        return str(self.raw.get("weights_dtype") or "float32")
+
+    @property
     def sha256(self) -> str | None:
         """The card's recorded digest (None for a ``.ckpt``'s metadata)."""
         value = self.raw.get("sha256")
@@ -118,8 +124,23 @@ def card_fields(name: str, meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: Card fields medgen computes; ``extra`` fields (:func:`model_card`) may not replace them.
+COMPUTED_FIELDS = (
+    *card_fields("", {}),
+    "metrics", "licence", "files", "source_checkpoint", "medgen_version", "trained_with_medgen", "weights_dtype",
+    "sha256", "source_modality", "source_intensity", "slice_axis",
+)  # fmt: skip
+
+
 def model_card(
-    name: str, meta: dict[str, Any], files: dict[str, str], licence: str, source: str, metrics: dict[str, Any] | None
+    name: str,
+    meta: dict[str, Any],
+    files: dict[str, str],
+    licence: str,
+    source: str,
+    metrics: dict[str, Any] | None,
+    weights_dtype: str = "float32",
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The card: :func:`card_fields` plus metrics, licence, versions, the files' sha256 and its own digest.
 
@@ -130,7 +151,15 @@ def model_card(
         licence: Licence of the weights.
         source: What it was exported from (a checkpoint path, or ``save_pretrained``).
         metrics: Evaluation results to record.
+        weights_dtype: Storage type of ``model.safetensors`` (loading upcasts half precision to float32).
+        extra: Further fields a training script records, e.g. ``training`` (``command``, ``steps``,
+            ``wall_time_s``, ``machine``), ``data_sources`` (name, licence, role of each) and ``evaluation``
+            (metrics with their baselines and how they were measured); covered by the digest like the rest.
+
+    Raises:
+        InputError: ``extra`` names a field the card computes (:data:`COMPUTED_FIELDS`).
     """
+    check_extra(extra)
     card = {
         **card_fields(name, meta),
         "metrics": metrics or {},
@@ -139,8 +168,17 @@ def model_card(
         "source_checkpoint": source,
         "medgen_version": __version__,
         "trained_with_medgen": meta.get("version"),
+        "weights_dtype": weights_dtype,
+        **(extra or {}),
     }
     return {**card, "sha256": card_digest(card)}
+
+
+def check_extra(extra: dict[str, Any] | None) -> None:
+    """Raise :class:`InputError` when ``extra`` names a field the card computes (:data:`COMPUTED_FIELDS`)."""
+    clash = sorted(set(extra or {}) & set(COMPUTED_FIELDS))
+    if clash:
+        raise InputError("card extra", f"fields {', '.join(clash)} are computed by medgen; use other names")
 
 
 def card_digest(card: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from medgen.models.base import MODEL_CLASSES
 from medgen.models.build import model_from_checkpoint
 from medgen.store.ckpt import read_checkpoint
+from medgen.weights import WeightsDtype
 
 
 def export_checkpoint(
@@ -24,8 +25,13 @@ def export_checkpoint(
     use_ema: bool = True,
     licence: str = "unspecified",
     metrics: dict[str, Any] | None = None,
+    dtype: WeightsDtype = "float32",
+    card_extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``config.yaml``, ``model.safetensors`` and ``model_card.json`` of a checkpoint's model into ``out_dir``.
+
+    The card's ``training`` field gets the checkpoint's optimizer ``steps`` and ``epochs`` (kept where
+    ``card_extra["training"]`` states them).
 
     Args:
         checkpoint: A ``.ckpt`` written by ``medgen fit`` (any medgen version).
@@ -34,13 +40,23 @@ def export_checkpoint(
         use_ema: Export the EMA weights when the run kept them.
         licence: Licence of the weights, recorded in the card.
         metrics: Evaluation results to record (e.g. ``report.json``'s ``metrics``).
+        dtype: Storage type of the weights (``float16`` halves the folder; loading upcasts to float32).
+        card_extra: Further card fields (training command, data sources and licences, wall time, machine,
+            baselines; see :func:`medgen.store.card.model_card`).
 
     Returns:
         The output folder.
+
+    Raises:
+        InputError: ``card_extra`` names a field the card computes, or ``dtype`` is unknown.
     """
     ckpt = read_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint, MODEL_CLASSES, use_ema)
     meta = dict(ckpt["medgen"])
     if "model" not in meta:  # an older checkpoint: describe the model as it is now, with the run's data record
         meta = {**model.describe(), "data": meta.get("data"), "version": meta.get("version")}
-    return model.save_pretrained(out_dir, name, licence, str(checkpoint), metrics, describe=meta)
+    extra = dict(card_extra or {})
+    training = extra.get("training")
+    steps = {"steps": ckpt.get("global_step"), "epochs": ckpt.get("epoch")}
+    extra["training"] = {**steps, **training} if isinstance(training, dict) else steps
+    return model.save_pretrained(out_dir, name, licence, str(checkpoint), metrics, meta, dtype, extra)
