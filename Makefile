@@ -30,6 +30,7 @@ demo: $(STAMP)
 	$(VENV)/bin/medgen demo --out demo_out
 
 test: $(STAMP)
+	-bash scripts/get_browser.sh
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
