@@ -120,7 +120,8 @@ def _scores(results: Mapping[str, Result | None]) -> str:
         return ""
     rows = []
     for item in scores["evaluations"]:
-        rows.append(f"<tr><td>{_e(item['label'])}<br>{_link(item['report'], 'report')} &middot; "
+        qc = "<br><span class='muted'>samples failing QC included</span>" if item["include_qc_failed"] else ""
+        rows.append(f"<tr><td>{_e(item['label'])}{qc}<br>{_link(item['report'], 'report')} &middot; "
                     f"{_link(item['json'], 'json')}</td><td>{item['n_fake']} / {item['n_real']}</td>"
                     + "".join(_cell(item["metrics"].get(k)) for k, _ in COLUMNS) + "</tr>")  # fmt: skip
     head = "".join(f"<th>{h}</th>" for _, h in COLUMNS)

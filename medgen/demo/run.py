@@ -96,7 +96,8 @@ def demo_stages(settings: DemoSettings, digests: dict[str, str | None]) -> list[
     def evaluate(o: Path, done: dict[str, Result]) -> Result:
         plan = [Evaluation(label, o / "real" / subject, o / done[stage]["folder"], _emptied(o / "evaluation" / name),
                            include_qc_failed(done[stage]))
-                for label, stage, subject, name in EVALUATIONS]  # fmt: skip
+                for label, stage, subject, name in EVALUATIONS
+                if subject != "mni152" or s.against_training_subject]  # fmt: skip
         return evaluate_sets(plan, o, s.bootstrap, s.diversity, s.seed)
 
     def copies(o: Path, done: dict[str, Result]) -> Result:
@@ -118,7 +119,7 @@ def demo_stages(settings: DemoSettings, digests: dict[str, str | None]) -> list[
         Stage("finetuned_set", f"{s.num_samples} samples from the fine-tuned model", ft_set_key, tuned_set),
         Stage("evaluate", "evaluation against real slices: FID/KID/PRDC with baselines and 95% CIs",
               {"augment": aug_key, "finetuned": ft_set_key, "real": real_key,
-               **settings_key(s, "bootstrap", "diversity")}, evaluate),
+               **settings_key(s, "bootstrap", "diversity", "against_training_subject")}, evaluate),
         Stage("memorization", "memorization check of the augmentation set (the held-out subject as the null)",
               {"augment": aug_key, "real": real_key}, copies),
         Stage("volume", f"a 3D volume from {BRAIN_3D} and its mid-slices",

@@ -35,6 +35,8 @@ class DemoSettings:
         diversity: Also measure the generated sets' diversity (MS-SSIM of random pairs; slow on CPU).
         max_train_slices: Slices of the training subject written (evenly spread; 0: all): the real side of the
             evaluation against it and the memorization search space.
+        against_training_subject: Also evaluate the augmentation set against the training subject's slices (the
+            quick run evaluates against the held-out subject only: Inception features dominate its time).
         volumes: Volumes generated from the 3D latent model.
         seed: Seed of generation, fine-tuning and evaluation.
     """
@@ -47,6 +49,7 @@ class DemoSettings:
     bootstrap: int = 100
     diversity: bool = True
     max_train_slices: int = 0
+    against_training_subject: bool = True
     volumes: int = 1
     seed: int = 0
 
