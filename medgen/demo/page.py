@@ -157,11 +157,12 @@ def _volume(results: Mapping[str, Result | None]) -> str:
     vol = results.get("volume")
     if not vol:
         return ""
-    views = "".join(_figure(path, name) for name, path in vol["views"].items())
+    views = "".join(_figure(path, f"generated: {name}") for name, path in vol["views"].items())
+    real = "".join(_figure(path, f"real (MNI152, as trained on): {name}") for name, path in vol["real_views"].items())
     return (f"<h2 id='volume'>5. A volume from <code>{_e(vol['checkpoint'])}</code></h2><p>Shape {vol['shape']}, "
             f"spacing {vol['spacing']} mm, {_e(vol['sampler'])} with {vol['steps']} steps. "
             f"{_link(vol['volume'], 'NIfTI')} &middot; {_link(vol['manifest'], 'manifest')}.</p>"
-            f"<div class='row'>{views}</div>")  # fmt: skip
+            f"<div class='row'>{views}</div><div class='row'>{real}</div>")  # fmt: skip
 
 
 def _translation(results: Mapping[str, Result | None], notes: dict[str, str]) -> str:

@@ -29,22 +29,26 @@ SUBJECTS = (("mni152", 0, "training subject of the shipped brain models"),
 GRID = 16
 
 
-def data_module(datalist: Path, card: dict[str, Any], batch_size: int, seed: int = 0) -> MedicalImageDataModule:
-    """A data module over ``datalist`` that prepares slices as the model of ``card`` was trained on.
+def data_module(
+    datalist: Path, card: dict[str, Any], batch_size: int, seed: int = 0, resize_mode: str | None = None
+) -> MedicalImageDataModule:
+    """A data module over ``datalist`` that prepares images as the model of ``card`` was trained on.
 
     Args:
         datalist: CSV with ``image`` and ``subject`` columns.
-        card: The 2D model's card (modality, image size, intensity, preprocessing, slice axis).
+        card: The model's card (modality, spatial dims, image size, intensity, preprocessing, slice axis).
         batch_size: Training batch size.
         seed: Shuffling seed.
+        resize_mode: ``resize`` or ``pad_crop`` instead of the card's (e.g. a centre crop at the training spacing
+            for a model trained on random crops).
     """
     chain = TrainingChain.from_card(card)
     return MedicalImageDataModule(
-        str(datalist), modality=chain.modality, spatial_dims=2, image_size=list(card["image_size"]),
-        batch_size=batch_size, num_workers=0, val_fraction=0.0, seed=seed,
+        str(datalist), modality=chain.modality, spatial_dims=int(card.get("spatial_dims") or 2),
+        image_size=list(card["image_size"]), batch_size=batch_size, num_workers=0, val_fraction=0.0, seed=seed,
         target_spacing=None if chain.target_spacing is None else list(chain.target_spacing),
-        resize_mode=chain.resize_mode, slice_axis=int(card.get("slice_axis", 2)),
-        mri_percentiles=chain.preset.mri_percentiles,
+        resize_mode=resize_mode or chain.resize_mode,  # type: ignore[arg-type]
+        slice_axis=int(card.get("slice_axis", 2)), mri_percentiles=chain.preset.mri_percentiles,
     )  # fmt: skip
 
 
@@ -66,9 +70,7 @@ def write_real_slices(out: Path, card: dict[str, Any], max_train_slices: int = 0
     subjects: dict[str, Any] = {}
     files: list[str] = []
     for name, index, role in SUBJECTS:
-        datalist = out / "real" / f"{name}.csv"
-        datalist.parent.mkdir(parents=True, exist_ok=True)
-        datalist.write_text(f"image,subject\n{volumes[index].resolve()},{name}\n", encoding="utf-8")
+        datalist = write_datalist(out / "real" / f"{name}.csv", volumes[index], name)
         dm = data_module(datalist, card, batch_size=1)
         dm.setup("fit")
         train_set: Any = dm.train_set
@@ -88,6 +90,13 @@ def write_real_slices(out: Path, card: dict[str, Any], max_train_slices: int = 0
         files += [rel(out, datalist), rel(out, folder), rel(out, picture)]
         print(f"  {name} ({role}): {len(images)} slices -> {folder}")
     return {"subjects": subjects, "files": files}
+
+
+def write_datalist(path: Path, image: Path, subject: str) -> Path:
+    """A one-row CSV datalist (``image``, ``subject``) at ``path``; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"image,subject\n{image.resolve()},{subject}\n", encoding="utf-8")
+    return path
 
 
 def spread(items: list[Any], count: int) -> list[Any]:
