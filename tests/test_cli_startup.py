@@ -51,6 +51,7 @@ def test_checkpoints_list_has_a_header_and_the_size_on_disk(tmp_path: Path) -> N
     res = subprocess.run(
         [sys.executable, "-m", "medgen", "checkpoints", "list"], capture_output=True, text=True, env=env
     )
-    header, row = res.stdout.splitlines()
+    header, row, *shipped = res.stdout.splitlines()  # MEDGEN_CHECKPOINTS first, then the repository's checkpoints/
     assert header.split() == ["name", "family", "dims", "modality", "image_size", "disk", "path"]
+    assert all("/checkpoints/" in line for line in shipped)
     assert row.split() == ["tiny", "diffusion", "2D", "mri", "32x32", "2.0", "MB", str(tmp_path / "registry" / "tiny")]
