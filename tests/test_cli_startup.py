@@ -13,6 +13,9 @@ import pytest
 HEAVY = ("torch", "lightning", "monai", "diffusers")
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def _imported(args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """Run ``python -X importtime -m medgen ARGS``; the result and the top-level names of every module imported."""
     res = subprocess.run(
@@ -51,7 +54,8 @@ def test_checkpoints_list_has_a_header_and_the_size_on_disk(tmp_path: Path) -> N
     res = subprocess.run(
         [sys.executable, "-m", "medgen", "checkpoints", "list"], capture_output=True, text=True, env=env
     )
-    header, row, *shipped = res.stdout.splitlines()  # MEDGEN_CHECKPOINTS first, then the repository's checkpoints/
+    header, *rows = res.stdout.splitlines()  # MEDGEN_CHECKPOINTS' models and the repository's checkpoints/
     assert header.split() == ["name", "family", "dims", "modality", "image_size", "disk", "path"]
-    assert all("/checkpoints/" in line for line in shipped)
+    (row,) = [line for line in rows if line.startswith("tiny ")]
+    assert all(line.split()[-1].startswith(str(ROOT / "checkpoints")) for line in rows if line != row)
     assert row.split() == ["tiny", "diffusion", "2D", "mri", "32x32", "2.0", "MB", str(tmp_path / "registry" / "tiny")]
