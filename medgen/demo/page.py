@@ -159,8 +159,11 @@ def _volume(results: Mapping[str, Result | None]) -> str:
         return ""
     views = "".join(_figure(path, f"generated: {name}") for name, path in vol["views"].items())
     real = "".join(_figure(path, f"real (MNI152, as trained on): {name}") for name, path in vol["real_views"].items())
+    qc = vol.get("qc") or {}
+    verdict = "passed" if qc.get("passed", True) else "failed: " + "; ".join(qc.get("issues", []))
     return (f"<h2 id='volume'>5. A volume from <code>{_e(vol['checkpoint'])}</code></h2><p>Shape {vol['shape']}, "
-            f"spacing {vol['spacing']} mm, {_e(vol['sampler'])} with {vol['steps']} steps. "
+            f"spacing {vol['spacing']} mm, {_e(vol['sampler'])} with {vol['steps']} steps; quality control "
+            f"{_e(verdict)}. "
             f"{_link(vol['volume'], 'NIfTI')} &middot; {_link(vol['manifest'], 'manifest')}.</p>"
             f"<div class='row'>{views}</div><div class='row'>{real}</div>")  # fmt: skip
 

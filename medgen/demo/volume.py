@@ -33,7 +33,7 @@ def generate_volume(ref: str, out: Path, folder: Path, count: int, seed: int) ->
     print(f"  {volume.name}: shape {row.get('shape')}, spacing {row.get('spacing')} mm; views -> {folder}")
     pictures = [*views.values(), *real.values()]
     return {**result, "volume": rel(out, volume), "shape": row.get("shape"), "spacing": row.get("spacing"),
-            "views": {k: rel(out, v) for k, v in views.items()},
+            "qc": row.get("qc") or {}, "views": {k: rel(out, v) for k, v in views.items()},
             "real_views": {k: rel(out, v) for k, v in real.items()},
             "files": [*result["files"], rel(out, volume), *(rel(out, v) for v in pictures)]}  # fmt: skip
 
