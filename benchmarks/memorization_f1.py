@@ -28,7 +28,11 @@ before the current method (background-padded crop margin, wider scale search, tw
 intensity ranks) was scored on it, scored once. Sets A and B are development sets since that change (the change
 was made in view of their scores).
 
-    python benchmarks/memorization_f1.py [--sets seen,unseen,unseen_b,unseen_c,cost]
+``unseen_d``: set D (:mod:`medgen.memorization.unseen_d`), built and committed unscored after set C's failure was
+analysed and the verification changed (polish, overlap-only score, margins over training baselines). Set C is a
+development set since that change. The margins printed are the decision values (margin over the baseline).
+
+    python benchmarks/memorization_f1.py [--sets seen,unseen,unseen_b,unseen_c,unseen_d,cost]
         [--embedders structural,pixel,inception]
 """
 
@@ -158,7 +162,15 @@ def unseen_c(embedders: list[str]) -> None:
     """Set C's table: the blind set, frozen before the current method was scored on it, scored once."""
     from medgen.memorization.unseen_c import unseen_c as build_c
 
-    _set_table(build_c(), "unseen set C (blind: frozen in commit b22e23e before any scoring; scored once)",
+    _set_table(build_c(), "unseen set C (development set: scored blind once at commit 5c26b5d's method, which failed; "
+               "the method then changed in view of it)", embedders)  # fmt: skip
+
+
+def unseen_d(embedders: list[str]) -> None:
+    """Set D's table: the fourth blind set, frozen (commit 'Memorization set D ... FROZEN UNSCORED') before scoring."""
+    from medgen.memorization.unseen_d import unseen_d as build_d
+
+    _set_table(build_d(), "unseen set D (blind: frozen unscored before the current method was scored on it)",
                embedders)  # fmt: skip
 
 
@@ -217,7 +229,7 @@ def _set_table(data: Any, title: str, embedders: list[str]) -> None:
             notes.append(f"# {s.method}: threshold {s.threshold:.3f} comes from {origin}; null of "
                          f"{calibration.null.numel()} images from {data.null_subjects} subjects, max "
                          f"{float(calibration.null.max()):.3f}")  # fmt: skip
-            scores = torch.tensor([v.score for v in record.verifications[-1]])
+            scores = torch.tensor([v.margin for v in record.verifications[-1]])  # the decision value
             copy = planted.is_copy
             real = scores[:n_gen][~copy]
             weakest = int(torch.argmin(torch.where(copy, scores[:n_gen], torch.inf)))
@@ -280,7 +292,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embedders", default="structural,pixel,pixel+centre+rot,inception")
     parser.add_argument(
-        "--sets", default="seen,unseen,cost", help="seen, unseen, unseen_b, unseen_c, cost (comma-separated)"
+        "--sets", default="seen,unseen,cost", help="seen, unseen, unseen_b, unseen_c, unseen_d, cost (comma-separated)"
     )
     parser.add_argument("--cost-samples", type=int, default=500, help="samples timed for the cost projection")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -296,6 +308,8 @@ def main() -> None:
         unseen_b([e for e in args.embedders.split(",") if e != "pixel+centre+rot"])
     if "unseen_c" in chosen:
         unseen_c([e for e in args.embedders.split(",") if e != "pixel+centre+rot"])
+    if "unseen_d" in chosen:
+        unseen_d([e for e in args.embedders.split(",") if e != "pixel+centre+rot"])
     if "cost" in chosen:
         cost(args.cost_samples)
     if "seen" not in chosen:

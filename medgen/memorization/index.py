@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,16 @@ from medgen.memorization.embedders import (
 )
 from medgen.memorization.search import Backend, SearchResult, search, union
 from medgen.memorization.sources import embed_items, list_items, load_items, load_one, slice_subjects
-from medgen.memorization.verified import DEFAULT_TOP_K, CandidateImages, verified_calibration, verify_search
+from medgen.memorization.verified import (
+    DEFAULT_TOP_K,
+    CandidateImages,
+    is_copy,
+    null_margins,
+    training_baselines,
+    verified_calibration,
+    verify_all,
+    verify_search,
+)
 from medgen.memorization.verify import Verification
 
 INDEX_JSON, EMBEDDINGS = "index.json", "embeddings.safetensors"
@@ -150,6 +160,8 @@ class MemorizationIndex:
         n_subjects: int,
         quantile: float = 0.99,
         reference: Sequence[int] | None = None,
+        subjects: Sequence[str] | None = None,
+        null_subjects: Sequence[str] | None = None,
     ) -> Calibration:
         """Run retrieval + verification on null images and set the threshold on the verified score.
 
@@ -160,7 +172,16 @@ class MemorizationIndex:
             quantile: Quantile of the verified null scores.
             reference: Training images the null is matched against (a by-subject split: the null's own
                 subjects are left out, so no same-subject pair enters the null); None: all of them.
+            subjects: Subject of each training image: each training image's baseline (its best verified score
+                against other subjects, :func:`~medgen.memorization.verified.training_baselines`) is computed
+                first, and the threshold applies to the margin over it. None or a single subject: no baselines.
+            null_subjects: Subject of each null image, for the null's share of the baselines
+                (:func:`~medgen.memorization.verified.null_margins`, leave one subject out); None: each image
+                its own subject.
         """
+        baselines = torch.zeros(self.train.count)
+        if subjects is not None and len(set(subjects)) > 1:
+            baselines = self.training_baselines(subjects)
         database = self.train if reference is None else self.train.subset(reference)
         result = search(null, database, DEFAULT_TOP_K)
         if self.second is not None:
@@ -169,10 +190,20 @@ class MemorizationIndex:
             result = union(result, extra, DEFAULT_TOP_K)
         if reference is not None:
             result = SearchResult(result.similarity, torch.as_tensor(list(reference))[result.index])
-        checks = verify_search(images, result, self.images, "verify null")
+        self.images.baselines = None
+        everything = verify_all(images, result, self.images, "verify null")
+        names = list(null_subjects) if null_subjects is not None else [str(i) for i in range(len(everything))]
+        checks, self.images.baselines = null_margins(everything, names, baselines)
         source: CalibrationSource = "holdout" if reference is None else "train_split"
         self.verification = verified_calibration(checks, quantile, source, n_subjects)
         return self.verification
+
+    def training_baselines(self, subjects: Sequence[str]) -> Tensor:
+        """``(N,)`` each training image's best verified score against the training images of other subjects."""
+        largest = max(Counter(subjects).values())
+        k = min(self.train.count, DEFAULT_TOP_K + largest)
+        result = self.search_embedded(self.train, self.second, k)
+        return training_baselines(self.images, result, subjects)
 
     def search(self, images: Tensor | Sequence[Tensor], k: int = 5, backend: Backend = "torch") -> SearchResult:
         """Top-k training candidates of ``images`` ``(B, 1, *spatial)`` (or a list of ``(1, *spatial)``)."""
@@ -206,7 +237,7 @@ class MemorizationIndex:
             neighbours = [(self.files[i], s) for i, s in zip(idx, sims, strict=True)]
             if verified is not None and self.verification is not None:
                 check = verified[row]
-                flagged = check.score > self.verification.threshold
+                flagged = is_copy(check, self.verification.threshold)
                 out.append(Match(self.files[idx[0]], sims[0], flagged, idx[0], neighbours, check))
             else:
                 out.append(Match(self.files[idx[0]], sims[0], sims[0] > self.threshold, idx[0], neighbours))
@@ -249,6 +280,8 @@ class MemorizationIndex:
                    "null": self.calibration.null.contiguous()}  # fmt: skip
         if self.verification is not None:
             tensors["verified_null"] = self.verification.null.contiguous()
+        if self.images.baselines is not None:
+            tensors["verified_baselines"] = self.images.baselines.contiguous()
         if self.second is not None:
             tensors["second_vectors"] = self.second.vectors.contiguous()
             tensors["second_owner"] = self.second.owner.contiguous()
@@ -297,7 +330,9 @@ class MemorizationIndex:
         second = None
         if "second_vectors" in tensors:
             second = Embedded(tensors["second_vectors"], tensors["second_owner"], train.count, train.spatial_dims)
-        return cls(model, train, meta["files"], calibration, verification, second=second)
+        index = cls(model, train, meta["files"], calibration, verification, second=second)
+        index.images.baselines = tensors.get("verified_baselines")
+        return index
 
 
 def _embedder_for(root: Path, spec: dict[str, Any], embedder: nn.Module | None) -> Embedder:
@@ -352,12 +387,15 @@ def build_index(
         index.second = embed_items(index.second_embedder, items, "--train (second descriptor)")
     if verify and held is not None:
         held_subjects = slice_subjects(held_items) if held.spatial_dims == 2 else [i.subject for i in held_items]
-        index.calibrate_verification(held, load_items(held_items), len(set(held_subjects)), quantile)
+        n_held = len(set(held_subjects))
+        index.calibrate_verification(
+            held, load_items(held_items), n_held, quantile, subjects=subjects, null_subjects=held_subjects
+        )
     elif verify:
         reference, null = subject_split(subjects, 0.2, seed)
         images = load_items([items[i] for i in null])
-        n_subjects = len({subjects[i] for i in null})
-        index.calibrate_verification(train.subset(null), images, n_subjects, quantile, reference)
+        names = [subjects[i] for i in null]
+        index.calibrate_verification(train.subset(null), images, len(set(names)), quantile, reference, subjects, names)
     if out_dir is not None:
         index.save(out_dir)
     return index

@@ -196,6 +196,7 @@ class UnseenSet:
         unrelated: Images of other modalities and anatomy.
         real_names: ``volume:axis:index`` (or file name) of each held-out real image.
         null_subjects: Subjects (volumes, files) of the null.
+        null_names: ``volume:axis:index`` (or file name) of each null image (empty: unknown, each its own subject).
     """
 
     planted: PlantedSet
@@ -203,6 +204,7 @@ class UnseenSet:
     unrelated: list[Tensor]
     real_names: list[str] = field(default_factory=list)
     null_subjects: int = 0
+    null_names: list[str] = field(default_factory=list)
 
 
 def unseen_2d(n_copies: int = 48, seed: int = 0) -> UnseenSet:
@@ -231,7 +233,8 @@ def unseen_2d(n_copies: int = 48, seed: int = 0) -> UnseenSet:
         train, [s for s, _ in null], [s for s, _ in real] + copies, copy_of, [n for _, n in train_items]
     )
     n_null_subjects = len({n.split(":")[0] for _, n in null})
-    return UnseenSet(planted, ["real"] * len(real) + kinds, unrelated_images(), [n for _, n in real], n_null_subjects)
+    kinds = ["real"] * len(real) + kinds
+    return UnseenSet(planted, kinds, unrelated_images(), [n for _, n in real], n_null_subjects, [n for _, n in null])
 
 
 def _resampled_copy(volume: Tensor, angle: float, shift: float, factor: float) -> Tensor:
@@ -326,13 +329,18 @@ def score_unseen(embedder: str | torch.nn.Module, unseen: UnseenSet, verify: boo
     index.images = CandidateImages(lambda i: planted.train[i])
     if verify:
         index.second = embed_images(index.second_embedder, planted.train)
-        index.calibrate_verification(holdout, planted.holdout, unseen.null_subjects or len(planted.holdout), 0.99)
+        n_null = unseen.null_subjects or len(planted.holdout)
+        subjects = [name.split(":")[0] for name in planted.subjects]  # volume:axis:slab -> volume
+        null_names = [name.split(":")[0] for name in unseen.null_names] or None
+        index.calibrate_verification(
+            holdout, planted.holdout, n_null, 0.99, subjects=subjects, null_subjects=null_names
+        )
     queries = planted.generated + unseen.unrelated
     result = index.search(queries, k)
     checks = verify_search(queries, result, index.images, "verify") if verify else None
     matches = index.matches(result, checks)
     flagged = torch.tensor([m.flagged for m in matches])
-    score = torch.tensor([m.verification.score if m.verification else m.similarity for m in matches])
+    score = torch.tensor([m.verification.margin if m.verification else m.similarity for m in matches])
     n_gen = len(planted.generated)
     copy = planted.is_copy
     kinds = unseen.disguise

@@ -392,6 +392,7 @@ def unseen_b() -> UnseenSetB:
         unrelated=unrelated,
         real_names=[n for _, n, _ in heldout],
         null_subjects=len(subjects["null"]),
+        null_names=[n for _, n, _ in null],
         heldout_kind=[kind for _, _, kind in heldout],
         subjects_by_role=subjects,
         null_kind=[kind for _, _, kind in null],

@@ -180,6 +180,7 @@ def unseen_d() -> UnseenSetB:
         unrelated=unrelated,
         real_names=[n for _, n, _ in heldout],
         null_subjects=len({subject_of(n) for _, n, _ in null}),
+        null_names=[n for _, n, _ in null],
         heldout_kind=[kind for _, _, kind in heldout],
         subjects_by_role={role: sorted({subject_of(n) for _, n, _ in items}) for role, items in roles.items()},
         null_kind=[kind for _, _, kind in null],

@@ -1,9 +1,8 @@
 """Set C (:mod:`medgen.memorization.unseen_c`): the blind memorization evaluation, frozen before it was scored.
 
 The construction tests check roles disjoint by subject and sources disjoint from the shipped embedder, set A and
-set B. The acceptance tests assert issue 12's targets on the numbers of the one scoring run
-(benchmarks/results/memorization_f1_unseen_c.txt); targets that set C does not meet are strict xfails that carry
-the measured numbers. Nothing was tuned on set C after that run.
+set B. Set C was scored blind once and failed; the method was changed in view of that run, so it is a development
+set now: the acceptance tests assert issue 12's targets on the current method, strict xfails carry its numbers.
 """
 
 import hashlib
@@ -84,8 +83,11 @@ def test_set_c_builds_with_roles_disjoint_by_subject(set_c):
     assert sum(len(p) for p in parts) == len(set().union(*parts))
 
 
-# Issue 12's targets on set C, scored once with the final method (benchmarks/results/memorization_f1_unseen_c.txt).
-# Targets that set C does not meet are strict xfails carrying the measured numbers; nothing was tuned after that run.
+# Issue 12's targets on set C. Set C was scored blind once (benchmarks/results/memorization_f1_unseen_c.txt: recall
+# 0.583, 7/306 held-out flagged); the verification was then changed in view of that run (polish, overlap-only score,
+# margins over training and null baselines), so set C is a development set now
+# (benchmarks/results/memorization_f1_unseen_c_dev.txt) and set D (test_unseen_d.py) is the blind one. Targets that
+# set C does not meet are strict xfails carrying the current method's numbers.
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +104,9 @@ def c_verified(set_c):
 @needs_data
 @pytest.mark.xfail(
     strict=True,
-    reason="measured on set C (blind, one run): recall 0.583 (exact 1.0, rotation 0.2, translation 0.3, elastic 0.4, "
-    "border 0.9, contrast 0.7) at the null-quantile threshold 0.946, which CT phantom edge slices of other subjects "
-    "set (null max 0.958); weakest copy 0.535 (elastic of an MR phantom slice)",
+    reason="measured on set C (development set): recall 0.867 (exact 1.0, rotation 0.9, translation 0.6, elastic 0.8, "
+    "border 1.0, contrast 0.9) at the margin threshold 0.680 (blind run: 0.583); missed: translated 25x25 faces (score "
+    "0.55, 0.68), phantom slices whose other subjects match them at 0.64-0.84 (baselines), an elastic MR edge slice",
 )
 def test_set_c_every_disguised_copy_is_flagged(c_verified):
     assert c_verified.recall_by_disguise == {k: 1.0 for k in unseen.DISGUISES}
@@ -112,26 +114,22 @@ def test_set_c_every_disguised_copy_is_flagged(c_verified):
 
 @pytest.mark.slow
 @needs_data
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured on set C (blind, one run): 7/306 held-out images flagged (2.3 %, one-sided 95 % Clopper-Pearson "
-    "bound 4.3 %), all CT phantom slices (4 subjects, 0.947-0.973); 0/50 faces, 0/4 real pictures",
-)
 def test_set_c_false_positives_on_held_out_at_most_one_percent(c_verified):
+    """Measured 0/306 (one-sided 95 % bound 0.97 %); the blind run flagged 7 CT phantom edge slices."""
     assert c_verified.false_positive_rate <= 0.01, (c_verified.false_positives, c_verified.flagged_real)
 
 
 @pytest.mark.slow
 @needs_data
 def test_set_c_auroc_copies_vs_unrelated(c_verified):
-    """Measured 1.000: every copy outscores every unrelated picture (highest unrelated 0.360)."""
+    """Measured 1.000: every copy's margin exceeds every unrelated picture's (highest unrelated -0.062)."""
     assert c_verified.auroc >= 0.99
 
 
 @pytest.mark.slow
 @needs_data
 def test_set_c_no_real_or_face_held_out_image_is_flagged(set_c, c_verified):
-    """The 54 held-out real images (50 faces, 4 pictures): none flagged (measured highest 0.547 and 0.406)."""
+    """The 54 held-out real images (50 faces, 4 pictures): none flagged (highest margins 0.385 and -0.442)."""
     real = {n for n, kind in zip(set_c.real_names, set_c.heldout_kind, strict=True) if kind in ("real", "face")}
     assert len(real) == 54
     assert not real & {name for name, _ in c_verified.flagged_real}
@@ -140,6 +138,6 @@ def test_set_c_no_real_or_face_held_out_image_is_flagged(set_c, c_verified):
 @pytest.mark.slow
 @needs_data
 def test_set_c_threshold_comes_from_its_null_and_no_unrelated_image_is_flagged(set_c, c_verified):
-    # 244 null images of 68 subjects: the 0.99 quantile (0.946) is above the floor 0.6, so the null decides
-    assert set_c.null_subjects >= 60 and not c_verified.floor_decided and c_verified.threshold > 0.6
+    # 244 null images of 68 subjects: the threshold is the 0.99 quantile of the null's margins (measured 0.680)
+    assert set_c.null_subjects >= 60 and not c_verified.floor_decided and 0.0 < c_verified.threshold < 1.0
     assert c_verified.unrelated_flagged == 0.0 and c_verified.recall_at_k == 1.0

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from medgen.memorization.augment import elastic, gamma
-from medgen.memorization.verified import MIN_VERIFIED_SCORE
+from medgen.memorization.verified import MIN_VERIFIED_SCORE, null_margins
 from medgen.memorization.verify import (
     MIN_CONTENT,
     Verification,
+    VerifyConfig,
     prepare,
     spatial_content,
     transform,
@@ -87,3 +88,32 @@ def test_spatial_content_separates_noise_from_images(planted_sets, spatial_dims)
     blurred = smooth(torch.randn(1, *shape, generator=gen), kernel, 1, [k // 2 for k in kernel])[0]  # not i.i.d.
     assert spatial_content(blurred) > MIN_CONTENT
     assert min(spatial_content(x) for x in planted.train + planted.generated) > 0.5
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_polish_recovers_a_transform_between_grid_steps(planted_sets, spatial_dims):
+    """A rotation and scale between the grid's steps (3.4°, 1.03) leave a residue that the polish removes."""
+    image = planted_sets[spatial_dims].train[3]
+    x = (image - image.min())[None]
+    d = x.ndim - 2
+    copy = transform(x, torch.tensor([False]), torch.tensor([3.4]), torch.tensor([1.03]), torch.full((1, d), 0.013))[0]
+    rough = verify_candidates(copy, [prepare(image, VerifyConfig(polish=False))], [0], VerifyConfig(polish=False))[0]
+    fine = verify_candidates(copy, [prepare(image)], [0])[0]
+    assert fine.score >= rough.score and fine.score > 0.9, (rough, fine)
+    assert abs(fine.angle_deg + 3.4) < 0.6 or abs(fine.angle_deg - 3.4) < 0.6
+
+
+def test_null_margins_leave_the_null_image_s_own_subject_out():
+    """A training image that two null subjects match well gets their score as its baseline (query side); each
+    null image's own margin uses the other subject's score only (the calibration never sees its own match)."""
+
+    def check(train_index: int, score: float) -> Verification:
+        return Verification(train_index, score, 0.0, 0.0, False, 0.0, 1.0, [0.0, 0.0])
+
+    checks = [[check(0, 0.95), check(1, 0.3)], [check(0, 0.93)], [check(0, 0.97)]]
+    subjects = ["a", "b", "a"]  # two slices of subject a, one of b
+    best, baselines = null_margins(checks, subjects, torch.tensor([0.2, 0.5]))
+    assert baselines.tolist() == pytest.approx([0.97, 0.5])  # max(training baseline, best null score)
+    assert best[0].baseline == pytest.approx(0.93) and best[1].baseline == pytest.approx(0.97)
+    assert best[2].baseline == pytest.approx(0.93) and best[2].margin == pytest.approx((0.97 - 0.93) / 0.07)
+    assert best[0].train_index == 0 and best[0].margin == pytest.approx((0.95 - 0.93) / 0.07)
