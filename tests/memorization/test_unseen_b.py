@@ -127,9 +127,9 @@ def b_verified(set_b):
 @needs_data
 @pytest.mark.xfail(
     strict=True,
-    reason="measured on set B (development set): recall 0.867 (exact 1.0, rotation 1.0, translation 0.7, elastic 0.7, "
-    "border 0.9, contrast 0.9) at the null-quantile threshold 0.878 (first blind run: 0.783 at 0.875); the copy of "
-    "a noise-only MR phantom edge slice cannot be verified at all",
+    reason="measured on set B (development set): recall 0.917 (exact 1.0, rotation 1.0, translation 0.7, elastic 0.9, "
+    "border 1.0, contrast 0.9) at the margin threshold 0.500 (first blind run: 0.783; before the margins 0.867); the "
+    "copy of a noise-only MR phantom edge slice cannot be verified at all",
 )
 def test_set_b_every_disguised_copy_is_flagged(b_verified):
     assert b_verified.recall_by_disguise == {k: 1.0 for k in unseen.DISGUISES}
@@ -153,7 +153,10 @@ def test_set_b_no_real_held_out_image_is_flagged(set_b, b_verified):
 
 @pytest.mark.slow
 @needs_data
-@pytest.mark.xfail(strict=True, reason="measured on set B (development set): AUROC(copies vs unrelated) 0.983 (0.985)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured on set B (development set): AUROC(copies vs unrelated) 0.981 (0.983 before the margins)",
+)
 def test_set_b_auroc_copies_vs_unrelated(b_verified):
     assert b_verified.auroc >= 0.99
 
