@@ -4,8 +4,9 @@
    generated set and the held-out real set with the same embedder.
 2. Exact top-k search of every generated sample among the training images (volumes: slice-wise, per volume).
 3. Verification (default): every sample is aligned to each of its top-k candidates in pixel space
-   (:mod:`~medgen.memorization.verify`) and the best verified score decides, at a threshold calibrated by
-   running the same two stages on the held-out null (else a by-subject split of the training set).
+   (:mod:`~medgen.memorization.verify`) and the best verified margin over the training image's baseline decides
+   (:mod:`~medgen.memorization.verified`), at a threshold calibrated by running the same two stages on the
+   held-out null (else a by-subject split of the training set).
    ``verify=False`` (``--no-verify``): the embedding similarity decides, and flagged samples are confirmed
    in pixel space afterwards.
 4. ``report.json`` and ``report.html``.
@@ -30,6 +31,10 @@ from medgen.progress import progress
 #: Flagged samples shown with pictures in the HTML page (all are in report.json).
 MAX_PICTURES = 100
 NEIGHBOURS_SHOWN = 3
+
+
+#: The report's ``decision`` with verification.
+VERIFIED_DECISION = "verified margin over each training image's baseline (retrieval top-k, then pixel verification)"
 
 
 def _image(path: str | Path) -> Tensor:
@@ -106,7 +111,7 @@ def detect_memorization(
         "spatial_dims": index.train.spatial_dims,
         "search": {"top_k": top_k, "method": "exact cosine (torch chunked matmul)",
                    "volumes": "mean over slices of the best slice match per training volume"},
-        "decision": "verified score (retrieval top-k, then pixel verification)" if verify else "embedding similarity",
+        "decision": VERIFIED_DECISION if verify else "embedding similarity",
         "verification": index.verification.as_dict() if index.verification is not None else None,
         "confirmation": None if verify else "NCC and SSIM after flip/rotation/shift alignment, top-k of flagged only",
     }  # fmt: skip

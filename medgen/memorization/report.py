@@ -24,6 +24,7 @@ from medgen import __version__
 from medgen.data.io import atomic_write
 from medgen.evaluation.report import PAGE_STYLE, figure_b64, png_b64
 from medgen.memorization.calibrate import published_comparison
+from medgen.memorization.verified import MIN_VERIFIED_SCORE
 
 #: MiFID (Bińkowski-style memorization-informed FID): FID is divided by d when d < EPSILON.
 MIFID_EPSILON = 0.1
@@ -169,8 +170,9 @@ def render_html(report: dict[str, Any], pictures: dict[str, tuple[Tensor, list[T
     verification = report.get("verification")
     if verification:
         decision = (
-            f"verified score > {verification['threshold']:.4f} ({verification['source']}, "
-            f"quantile {verification['quantile']}, n_null {verification['n_null']})"
+            f"verified margin over the training image's baseline > {verification['threshold']:.4f} and verified "
+            f"score > {MIN_VERIFIED_SCORE} ({verification['source']}, quantile {verification['quantile']}, "
+            f"n_null {verification['n_null']})"
         )
         summary.insert(1, ("decision", decision))
         summary[2] = ("embedding threshold", summary[2][1] + " (retrieval only)")  # fmt: skip
