@@ -169,7 +169,9 @@ def print_summary(report: dict[str, Any], out: str | Path) -> None:
 
 def _decision(report: dict) -> str:
     if report.get("verification"):
-        return f"verified score > {report['verification']['threshold']:.4f}"
+        from medgen.memorization.verified import MIN_VERIFIED_SCORE
+
+        return f"verified margin > {report['verification']['threshold']:.4f} and verified score > {MIN_VERIFIED_SCORE}"
     return f"embedding similarity > {report['threshold']:.4f}"
 
 
