@@ -23,7 +23,7 @@ from medgen.visualize import save_grid
 
 #: The demo's two real subjects: (folder name, index in :func:`medgen.demo_data.real_mri_volumes`, role).
 SUBJECTS = (("mni152", 0, "training subject of the shipped brain models"),
-            ("anatomical", 1, "held-out subject (never trained on by the shipped models)"))  # fmt: skip
+            ("anatomical", 1, "held-out subject, never trained on by the shipped models"))  # fmt: skip
 
 #: Images shown in a grid.
 GRID = 16
