@@ -51,13 +51,22 @@ def detect_copies(train: Path, holdout: Path, generated: Path, out: Path, includ
     pairs = [{**p, "picture": rel(out, p["picture"])} for p in pairs]
     return {"report": rel(out, files[0]), "json": rel(out, files[1]), "pairs": pairs,
             "pairs_are_flagged": bool(flagged), "n_flagged": len(flagged), "n_generated": len(samples),
-            "n_train": report["n_train"], "threshold": decision["threshold"],
+            "n_train": report["n_train"], "threshold": decision["threshold"], "min_score": _min_score(report),
             "null": str(decision.get("source", "held-out subject")), "files": [rel(out, f) for f in files]}  # fmt: skip
 
 
+def _min_score(report: dict[str, Any]) -> float | None:
+    """The raw verified score a flagged sample also needs (None without verification)."""
+    from medgen.memorization.verified import MIN_VERIFIED_SCORE
+
+    return float(MIN_VERIFIED_SCORE) if report.get("verification") else None
+
+
 def _score(sample: dict[str, Any]) -> float:
-    verified = sample.get("verified_score")
-    return float(verified if verified is not None else sample["similarity"])
+    """The value the decision compares with the threshold: the verified margin, else the embedding similarity."""
+    verification = sample.get("verification") or {}
+    margin = verification.get("margin")
+    return float(margin if margin is not None else sample["similarity"])
 
 
 def _train_file(sample: dict[str, Any]) -> str:
@@ -69,13 +78,15 @@ def pair_pictures(samples: list[dict[str, Any]], folder: Path) -> list[dict[str,
     """One picture per sample: the generated slice beside the training slice it matched best (display orientation).
 
     Returns:
-        Per sample: ``picture`` (its path), ``score``, ``file`` and ``train_file`` (names only).
+        Per sample: ``picture`` (its path), ``score`` (the decision value), ``verified`` (the raw verified score,
+        None without verification), ``file`` and ``train_file`` (names only).
     """
     shown = []
     for k, sample in enumerate(samples, start=1):
         pair = torch.stack([_png(sample["file"]), _png(_train_file(sample))])
         picture = save_view(grid(image_rows(pair, "", ncol=2)[0].tiles, ncol=2), folder / f"pair_{k}.png", 128)
-        shown.append({"picture": picture, "score": _score(sample), "file": Path(sample["file"]).name,
+        shown.append({"picture": picture, "score": _score(sample), "verified": sample.get("verified_score"),
+                      "file": Path(sample["file"]).name,
                       "train_file": Path(_train_file(sample)).name})  # fmt: skip
     return shown
 

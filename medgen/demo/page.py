@@ -38,7 +38,8 @@ def write_page(out: Path, results: Mapping[str, Result | None], notes: dict[str,
         out: The demo folder.
         results: Stage name → its result (None: the stage was skipped; ``notes`` says why).
         notes: Stage name → a note shown in its section (e.g. why it was skipped).
-        header: ``mode``, ``seconds``, ``machine``, ``checkpoints`` (name → sha256 or None), ``created``.
+        header: ``mode``, ``seconds`` (this run), ``stage_seconds`` (the stages when run), ``cached`` (stages reused),
+            ``machine``, ``checkpoints`` (name → sha256 or None), ``created``.
     """
     parts = [_head(header), _augment(results), _finetune(results), _scores(results), _copies(results),
              _volume(results), _translation(results, notes), _timings(results)]  # fmt: skip
@@ -65,7 +66,13 @@ def _head(header: dict[str, Any]) -> str:
         f"<code>{_e(name)}</code> ({'sha256 ' + _e(str(sha)[:12]) if sha else 'absent'})"
         for name, sha in header["checkpoints"].items()
     )
-    return (f"<h1>medgen demo</h1><p class='muted'>{_e(header['mode'])} run, {header['seconds']:.0f} s on "
+    took = f"{header['seconds']:.0f} s"
+    if header.get("cached"):
+        took = (
+            f"stages {header['stage_seconds']:.0f} s when run; this run {header['seconds']:.0f} s with "
+            f"{header['cached']} stages reused from the cache"
+        )
+    return (f"<h1>medgen demo</h1><p class='muted'>{_e(header['mode'])} run ({took}) on "
             f"{_e(header['machine'])}; {_e(header['created'])}. Checkpoints: {checkpoints}.</p>"
             "<p>The shipped checkpoints on embedded data: an augmentation set from the 2D brain model, fine-tuning it "
             "on a subject it never saw, evaluation of both against real slices, a memorization check with that "
@@ -142,13 +149,21 @@ def _copies(results: Mapping[str, Result | None]) -> str:
     what = ("flagged samples beside the training slice each matched" if mem["pairs_are_flagged"]
             else "no sample was flagged; these are the closest pairs, for comparison")  # fmt: skip
     pairs = "".join(
-        _figure(p["picture"], f"score {p['score']:.3f}<br>{_e(p['file'])} vs {_e(p['train_file'])}")
+        _figure(
+            p["picture"],
+            f"margin {p['score']:.3f}"
+            + (f" (verified score {p['verified']:.3f})" if p.get("verified") is not None else "")
+            + f"<br>{_e(p['file'])} vs {_e(p['train_file'])}",
+        )
         for p in mem["pairs"]
     )
     return (f"<h2 id='memorization'>4. Memorization check</h2><p><b>{mem['n_flagged']} of {mem['n_generated']}</b> "
             f"samples of the augmentation set flagged as copies of the {mem['n_train']} training slices (MNI152), at "
-            f"threshold {mem['threshold']:.3f}: the 99th percentile of the same score for slices of the held-out "
-            f"subject ({_e(mem['null'])}). Report: {_link(mem['report'], 'report')} &middot; "
+            f"threshold {mem['threshold']:.3f} on the decision value: the 99th percentile of the same value for "
+            f"slices of the held-out subject ({_e(mem['null'])}). With pixel verification the decision value is the "
+            "margin of a sample's best aligned match over how well independent images match that training slice, "
+            f"and a flag also needs a verified score above {mem.get('min_score') or 0:.2f} (see the report). "
+            f"Report: {_link(mem['report'], 'report')} &middot; "
             f"{_link(mem['json'], 'json')}.</p><p>{what} (left: generated, right: training slice):</p>"
             f"<div class='row'>{pairs}</div>")  # fmt: skip
 

@@ -161,10 +161,11 @@ def run_demo(out: str | Path, quick: bool = False) -> Path:
     for i, stage in enumerate(stages, start=1):
         results[stage.name] = run_stage(folder, stage, f"[{i}/{len(stages)}]", results)
     seconds = time.monotonic() - start
+    cached = sum(1 for r in results.values() if r.get("cached"))
     header = {"mode": "quick" if quick else "full", "seconds": seconds, "machine": machine(), "checkpoints": digests,
+              "stage_seconds": sum(float(r.get("seconds", 0.0)) for r in results.values()), "cached": cached,
               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
     page = write_page(folder, dict(results), notes, header)
-    cached = sum(1 for r in results.values() if r.get("cached"))
     reused = f" ({cached} of {len(stages)} stages reused from the cache)" if cached else ""
     print(f"\ndone in {seconds:.0f} s{reused}.\n{page.resolve()}")
     return page
