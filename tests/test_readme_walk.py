@@ -10,7 +10,8 @@ How a README command becomes a small one (:func:`small`), generic where possible
 
 - ``medgen ...`` runs as ``sys.executable -m medgen ...``; ``configs/`` and ``benchmarks/`` are the repository's
   (linked into the working directory); ``checkpoints/`` is the working directory's own, and ``MEDGEN_CHECKPOINTS``
-  names it first, then ``walk_models/`` (conditioned models the walk trains for 2 steps, see :func:`walk_models`).
+  names it (the repository's shipped ``checkpoints/`` come after it); conditioned models that the README names as
+  the user's runs are trained for 2 steps into ``runs/`` (:func:`walk_models`).
 - ``/data/...`` folders become the embedded demo data or files the walk writes (:data:`DATA`).
 - ``runs/NAME/.../last.ckpt`` is the newest ``last.ckpt`` that an earlier ``fit`` of the walk wrote under ``runs/NAME``.
 - ``medgen fit --config configs/NAME.yaml`` (a full-size GPU config) keeps that file and composes its tiny twin
@@ -248,14 +249,14 @@ def _write_slices(volume, folder: Path, n: int) -> None:  # type: ignore[no-unty
         Image.fromarray(_uint8(volume[:, :, k])).resize((32, 32)).save(folder / f"slice_{k:03d}.png")
 
 
-def walk_models(cwd: Path, registry: Path) -> None:
-    """Tiny conditioned models the README's generate commands name, trained for 2 steps and exported by name.
+def walk_models(cwd: Path) -> None:
+    """Tiny conditioned models the README's generate commands name as the user's own runs, trained for 2 steps.
 
-    ``mri-ddpm``: 2D MRI diffusion conditioned on a ``contrast`` column (T1/T2 text → class codes) of a datalist of
-    the demo MRI; ``ct-flow-3d``: 3D CT flow matching conditioned on a ``label`` column (``a``/``b``) of a datalist of
-    CT phantoms; ``mask2ct``: 3D CT diffusion conditioned on the phantoms' masks by channel concatenation. They live in
-    ``registry``, after the walk's own ``checkpoints/`` in ``MEDGEN_CHECKPOINTS``: once the README exports its
-    (unconditional) ``checkpoints/mri-ddpm``, that one is found first.
+    ``runs/ddpm_contrast``: 2D MRI diffusion conditioned on a ``contrast`` column (T1/T2 text → class codes) of a
+    datalist of the demo MRI; ``runs/flow_ct_label_3d``: 3D CT flow matching conditioned on a ``label`` column
+    (``a``/``b``) of a datalist of CT phantoms; ``runs/mask2ct_3d``: 3D CT diffusion conditioned on the phantoms' masks
+    by channel concatenation. Each is saved as Lightning lays out a run
+    (``runs/NAME/lightning_logs/version_0/checkpoints/last.ckpt``), so ``runs/NAME/.../last.ckpt`` finds it.
     """
     import lightning as L
 
@@ -267,7 +268,6 @@ def walk_models(cwd: Path, registry: Path) -> None:
     from medgen.models import DiffusionModel, FlowModel, SamplingDefaults
     from medgen.nets.conditioning import ConditionSpec
     from medgen.nets.unet import DiffusionUNet
-    from medgen.store.export import export_checkpoint
 
     work = cwd.parent / "walk_models_data"
     tiny = dict(channels=(8, 16), attention_levels=(False, False), num_res_blocks=1, num_head_channels=8,
@@ -280,7 +280,7 @@ def walk_models(cwd: Path, registry: Path) -> None:
         spatial_dims: int,
         modality: str,
         conditions: list,
-        export: bool = True,
+        run: str | None = None,
     ) -> None:
         dm = MedicalImageDataModule(str(datalist), modality=modality, spatial_dims=spatial_dims, image_size=16,
                                     batch_size=2, num_workers=0, val_fraction=0.0, conditions=conditions)  # fmt: skip
@@ -292,8 +292,10 @@ def walk_models(cwd: Path, registry: Path) -> None:
                             default_root_dir=work)  # fmt: skip
         trainer.fit(task, datamodule=dm)
         trainer.save_checkpoint(work / f"{name}.ckpt")
-        if export:
-            export_checkpoint(work / f"{name}.ckpt", registry / name, name, True, "walk test model", None)
+        if run is not None:
+            checkpoints = cwd / "runs" / run / "lightning_logs" / "version_0" / "checkpoints"
+            checkpoints.mkdir(parents=True)
+            shutil.copy(work / f"{name}.ckpt", checkpoints / "last.ckpt")
 
     work.mkdir()
     with quiet_lightning():
@@ -303,7 +305,7 @@ def walk_models(cwd: Path, registry: Path) -> None:
         )
         net = DiffusionUNet(spatial_dims=2, conditions=[ConditionSpec("contrast", "class", num_classes=2)], **tiny)  # type: ignore[arg-type]
         model = DiffusionModel(net=net, sampling=SamplingDefaults("ddim", 3), sample_size=[16, 16])
-        train("mri-ddpm", model, work / "contrast.csv", 2, "mri", ["contrast"])
+        train("mri-contrast", model, work / "contrast.csv", 2, "mri", ["contrast"], "ddpm_contrast")
         paths = save_phantom_set(work / "ct", phantom_family("ct", 4, (24, 24, 16), seed=1))
         rows = [f"{p},{str(p).replace('.nii.gz', '_mask.nii.gz')},{'ab'[i % 2]}" for i, p in enumerate(paths)]
         (work / "ct.csv").write_text("image,mask,label\n" + "\n".join(rows) + "\n")
@@ -315,13 +317,14 @@ def walk_models(cwd: Path, registry: Path) -> None:
             3,
             "ct",
             ["label"],
+            "flow_ct_label_3d",
         )
         net = DiffusionUNet(spatial_dims=3, image_channels=1, **tiny)  # type: ignore[arg-type]
         model = DiffusionModel(net=net, sampling=SamplingDefaults("ddim", 3), sample_size=[16] * 3)
-        train("mask2ct", model, work / "ct.csv", 3, "ct", [])
+        train("mask2ct", model, work / "ct.csv", 3, "ct", [], "mask2ct_3d")
         net = DiffusionUNet(spatial_dims=2, **tiny)  # type: ignore[arg-type]
         model = DiffusionModel(net=net, sampling=SamplingDefaults("ddim", 3), sample_size=[16, 16])
-        train("ct-2d", model, work / "ct.csv", 2, "ct", [], export=False)
+        train("ct-2d", model, work / "ct.csv", 2, "ct", [])
 
 
 # ------------------------------------------------------------------------------------------------------ checks
@@ -490,26 +493,28 @@ def check_imports(script: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------- the table
 
-#: Appended to the evaluations of ``synth_ct/``: ``ct-flow-3d`` is trained for 2 steps, so its samples fail quality
-#: control (out of range) and would be skipped, as ``medgen demo`` does for its short run.
+#: Appended to the evaluations of ``synth_ct/``: ``runs/flow_ct_label_3d`` is trained for 2 steps, so its samples
+#: fail quality control (out of range) and would be skipped.
 QC_FAILED = ("--include-qc-failed",)
-#: ``make demo`` runs ``medgen demo --out demo_out``; the walk trains 20 steps and draws 8 samples.
-DEMO = ("demo", "--steps", "20", "--num-samples", "8", "--out", "demo_out")
+#: ``make demo`` runs ``medgen demo --out demo_out``; the walk runs its quick settings (a shorter fine-tuning, fewer
+#: samples: :class:`medgen.demo.stages.DemoSettings`).
+DEMO = ("demo", "--quick", "--out", "demo_out")
 
 #: README command (its :func:`key`) → how the walk runs and checks it. Commands are run in README order.
 WALK: dict[str, Step] = {
     "make demo": Step(
-        how="medgen demo --steps 20 --num-samples 8 --out demo_out (the Makefile's demo target takes no small "
-        "settings; the venv set-up it adds is this test's environment)",
+        how="medgen demo --quick --out demo_out (the Makefile's target runs the full demo; the venv set-up it adds is "
+        "this test's environment)",
         argv=lambda words, walk: [sys.executable, "-m", "medgen", *DEMO],
         check=both(
             files(
-                "demo_out/mri_2d_slices.png",
-                "demo_out/model/model_card.json",
-                "demo_out/evaluation/report.html",
+                "demo_out/index.html",
+                "demo_out/augment/manifest.jsonl",
+                "demo_out/evaluation/base_vs_anatomical/report.html",
                 "demo_out/memorization/report.html",
+                "demo_out/volume3d/axial.png",
             ),
-            generated("demo_out/generated", 8),
+            generated("demo_out/augment", 16),
         ),
     ),
     "make test": Step(how="not run: it is this test suite", skip="make test runs this test suite"),
@@ -544,34 +549,38 @@ WALK: dict[str, Step] = {
     "medgen generate --checkpoint runs/ddpm_2d/.../last.ckpt --num-samples 5000 --out synth/ --batch-size 64": Step(
         check=generated("synth")
     ),
-    "medgen generate --checkpoint mri-ddpm --num-samples 100 --out synth_t2/ --condition contrast=T2 --guidance 3": (
-        Step(
-            how="mri-ddpm = walk_models/mri-ddpm (contrast-conditioned, see walk_models)",
-            check=generated("synth_t2", condition={"contrast": "T2"}, guidance=3.0),
-        )
+    "medgen generate --checkpoint mri-brain-2d --num-samples 100 --out synth_brain/": Step(
+        how="the shipped checkpoint, by name", check=generated("synth_brain")
     ),
-    "medgen generate --checkpoint ct-flow-3d --num-samples 200 --out synth_ct/ --conditions-csv balanced.csv "
-    "--format nifti": Step(
-        how="ct-flow-3d = walk_models/ct-flow-3d (label-conditioned); balanced.csv: label a/b",
+    "medgen generate --checkpoint runs/ddpm_contrast/.../last.ckpt --num-samples 100 --out synth_t2/ "
+    "--condition contrast=T2 --guidance 3": Step(
+        how="runs/ddpm_contrast: contrast-conditioned, 2 steps (see walk_models)",
+        check=generated("synth_t2", condition={"contrast": "T2"}, guidance=3.0),
+    ),
+    "medgen generate --checkpoint runs/flow_ct_label_3d/.../last.ckpt --num-samples 200 --out synth_ct/ "
+    "--conditions-csv balanced.csv --format nifti": Step(
+        how="runs/flow_ct_label_3d: label-conditioned, 2 steps; balanced.csv: label a/b",
         check=generated("synth_ct"),
     ),
-    "medgen generate --checkpoint mask2ct --num-samples 10 --out pairs/ --condition mask=liver_mask.nii.gz": Step(
-        how="mask2ct = walk_models/mask2ct (mask channel); liver_mask.nii.gz = a CT phantom's label mask",
+    "medgen generate --checkpoint runs/mask2ct_3d/.../last.ckpt --num-samples 10 --out pairs/ "
+    "--condition mask=liver_mask.nii.gz": Step(
+        how="runs/mask2ct_3d: mask channel, 2 steps; liver_mask.nii.gz = a CT phantom's label mask",
         check=both(generated("pairs", condition={"mask": "liver_mask.nii.gz"}), files(*pair_masks)),
     ),
-    "medgen export runs/ddpm_2d/.../last.ckpt checkpoints/mri-ddpm --licence CC-BY-4.0 "
+    "medgen export runs/ddpm_2d/.../last.ckpt checkpoints/my-mri-ddpm --licence CC-BY-4.0 "
     "--metrics eval/report.json": Step(
         how="eval/report.json is written later in the README (evaluate); the walk gives the demo's report",
-        argv=replaced("eval/report.json", "demo_out/evaluation/report.json"),
-        check=card("checkpoints/mri-ddpm", licence="CC-BY-4.0", family="diffusion"),
+        argv=replaced("eval/report.json", "demo_out/evaluation/base_vs_mni152/report.json"),
+        check=card("checkpoints/my-mri-ddpm", licence="CC-BY-4.0", family="diffusion"),
     ),
-    "medgen checkpoints list": Step(how="as written", check=listed("mri-ddpm", "ct-flow-3d", "mask2ct")),
-    "medgen checkpoints verify mri-ddpm": Step(how="as written (the export above, found first)"),
-    "medgen export mri-ddpm bundles/mri-ddpm --format monai-bundle --sampler ddim --steps 50": Step(
-        how="as written", check=files("bundles/mri-ddpm/configs/inference.json", "bundles/mri-ddpm/models/model.pt")
+    "medgen checkpoints list": Step(how="as written", check=listed("my-mri-ddpm", "mri-brain-2d")),
+    "medgen checkpoints verify my-mri-ddpm": Step(how="as written (the export above, found first)"),
+    "medgen export my-mri-ddpm bundles/my-mri-ddpm --format monai-bundle --sampler ddim --steps 50": Step(
+        how="as written",
+        check=files("bundles/my-mri-ddpm/configs/inference.json", "bundles/my-mri-ddpm/models/model.pt"),
     ),
-    "medgen fit --config checkpoints/mri-ddpm/config.yaml --config configs/finetune/default.yaml "
-    "--pretrained.init_from mri-ddpm --data.data_dir /data/my_t1 --data.image_size 256": Step(
+    "medgen fit --config checkpoints/my-mri-ddpm/config.yaml --config configs/finetune/default.yaml "
+    "--pretrained.init_from my-mri-ddpm --data.data_dir /data/my_t1 --data.image_size 256": Step(
         check=fit_wrote("runs/finetune", 2)
     ),
     "medgen evaluate --real real_slices/ --fake generated/manifest.jsonl --out eval/ --window=-1024,3071": Step(
@@ -594,9 +603,8 @@ WALK: dict[str, Step] = {
     "medgen memorization --train /data/train_slices --generated synth/manifest.jsonl --holdout /data/test_slices "
     "--out mem/": Step(check=report("mem")),
     "medgen memorization index --train /data/train_slices --out mem_index/": Step(check=files("mem_index")),
-    "medgen generate --checkpoint mri-ddpm --num-samples 1000 --out synth_gated/ --memorization-index mem_index/": Step(
-        how="mri-ddpm = the export above", check=generated("synth_gated")
-    ),
+    "medgen generate --checkpoint my-mri-ddpm --num-samples 1000 --out synth_gated/ "
+    "--memorization-index mem_index/": Step(how="my-mri-ddpm = the export above", check=generated("synth_gated")),
     "medgen memorization train-embedder --train /data/train_slices --out my_embedder.safetensors": Step(
         how="with --steps 5 (default 800: minutes)",
         argv=lambda words, walk: small(words, walk) + ["--steps", "5"],
@@ -735,8 +743,7 @@ def run_step(walk: Walk, command: str) -> str | None:
 
 def make_walk(cwd: Path) -> Walk:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    registry = cwd.parent / "walk_models"
-    env["MEDGEN_CHECKPOINTS"] = os.pathsep.join([str(cwd / "checkpoints"), str(registry)])
+    env["MEDGEN_CHECKPOINTS"] = str(cwd / "checkpoints")
     env.setdefault("MEDGEN_CACHE", str(cwd.parent / "cache"))
     env["HF_HUB_OFFLINE"] = "1"
     return Walk(cwd, env)
@@ -750,7 +757,7 @@ def test_readme_walk(tmp_path: Path) -> None:
     cwd.mkdir()
     walk = make_walk(cwd)
     world(cwd)
-    walk_models(cwd, tmp_path / "walk_models")
+    walk_models(cwd)
     walk.times.append(("(walk data and conditioned models)", time.perf_counter() - start))
     for command in readme_commands(README.read_text(encoding="utf-8")):
         run_step(walk, command)
