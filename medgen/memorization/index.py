@@ -381,12 +381,14 @@ def build_index(
     held_items = list_items(holdout, "--holdout") if holdout else []
     held = embed_items(model, held_items, "--holdout", query=True) if holdout else None
     files = [str(item.path) for item in items]
-    subjects = slice_subjects(items) if train.spatial_dims == 2 else [i.subject for i in items]
+    grouped = slice_subjects(items, single_volume=holdout is not None)
+    subjects = grouped if train.spatial_dims == 2 else [i.subject for i in items]
     index = MemorizationIndex.build(model, train, files, subjects, held, quantile, seed)
     if verify:
         index.second = embed_items(index.second_embedder, items, "--train (second descriptor)")
     if verify and held is not None:
-        held_subjects = slice_subjects(held_items) if held.spatial_dims == 2 else [i.subject for i in held_items]
+        held_grouped = slice_subjects(held_items, single_volume=True)
+        held_subjects = held_grouped if held.spatial_dims == 2 else [i.subject for i in held_items]
         n_held = len(set(held_subjects))
         index.calibrate_verification(
             held, load_items(held_items), n_held, quantile, subjects=subjects, null_subjects=held_subjects

@@ -77,13 +77,14 @@ def list_items(source: str | Path, option: str, include_qc_failed: bool = False)
 _SLICE_STEM = re.compile(r"^(?P<volume>.*?[A-Za-z].*?)[_\-. ]*(?:slice|slc|sl|z|s)?[_\-. ]*(?P<index>\d+)$", re.I)
 
 
-def slice_subjects(items: Sequence[SourceItem]) -> list[str]:
+def slice_subjects(items: Sequence[SourceItem], single_volume: bool = False) -> list[str]:
     """Subjects of 2D files, grouping slices of one volume that lie side by side in one folder.
 
     A file whose subject is the file itself (directly in the source folder, no datalist subject) gets the
     stem without its trailing slice index (``vol3_slice012.png`` → ``vol3``), prefixed by its folder. Kept
-    only when it yields at least two groups (one group would be a single volume: nothing to split); other
-    subjects (per-patient folders, datalist columns) are kept as they are.
+    when it yields at least two groups, or one group with ``single_volume`` (a holdout calibrates the null, so
+    there is nothing to split: the slices of one volume stay one subject and never act as independent images
+    against each other); other subjects (per-patient folders, datalist columns) are kept as they are.
     """
     grouped = []
     for item in items:
@@ -94,7 +95,7 @@ def slice_subjects(items: Sequence[SourceItem]) -> list[str]:
         stem = name.name.split(".")[0]
         match = _SLICE_STEM.match(stem)
         grouped.append(str(name.parent / match.group("volume")) if match else item.subject)
-    return grouped if len(set(grouped)) >= 2 else [item.subject for item in items]
+    return grouped if single_volume or len(set(grouped)) >= 2 else [item.subject for item in items]
 
 
 def load_one(path: str | Path) -> Tensor:

@@ -188,6 +188,11 @@ def verified_calibration(
     scores = torch.tensor([v.margin for v in null], dtype=torch.float32)
     calibration = calibrate(scores, quantile, source)
     if any(v.baseline for v in null):
+        if calibration.threshold < 0:  # independent images match the training images better than the null matches
+            calibration.notes.append(  # its own: a sample must at least beat every independent image (margin > 0)
+                f"the null's {quantile} quantile of the margin ({calibration.threshold:.3f}) is below 0: 0 is used"
+            )
+            calibration.threshold = 0.0
         calibration.notes.append(
             "the threshold applies to the margin over each training image's baseline (its best score against "
             f"other subjects); a flagged sample also needs a verified score above {MIN_VERIFIED_SCORE}"
