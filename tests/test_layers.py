@@ -50,6 +50,7 @@ RANKS: dict[str, int] = {
     "medgen.finetune": 6,
     "medgen.interop": 6,
     "medgen.commands": 7,
+    "medgen.demo": 7,
     "medgen.cli": 8,
     "medgen.__main__": 8,
 }

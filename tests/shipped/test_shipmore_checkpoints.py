@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from medgen.cli import main
+from medgen.store.ckpt import read_checkpoint
+from medgen.store.load import load_model
 
 REPO = Path(__file__).resolve().parents[2]
 UNPAIRED = ("mri-brain-3d-latent", "ct-2d", "xray-2d")
@@ -96,7 +98,7 @@ def test_translates_by_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_finetunes_from_the_export(name: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_finetunes_from_the_export(name: str, tmp_path: Path) -> None:
     """Two fine-tuning steps from the shipped weights load every tensor (0 new) and write a checkpoint."""
     folder = _require(name)
     # pix2pix's export config has no discriminator: the training config names it (medgen export's docs).
@@ -106,9 +108,11 @@ def test_finetunes_from_the_export(name: str, tmp_path: Path, capfd: pytest.Capt
                  "--data.val_fraction=0", "--trainer.max_steps=2", "--trainer.accelerator=cpu",
                  f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"])  # fmt: skip
     assert code == 0
-    log = "".join(capfd.readouterr())
-    assert f"init_from {name}: loaded" in log and ", 0 new" in log, log[-2000:]
-    assert list(tmp_path.rglob("last.ckpt"))
+    # the weights, not the log: under xdist a CLI run's log handler may still write to an earlier test's stderr
+    tuned = read_checkpoint(next(tmp_path.rglob("last.ckpt")))["state_dict"]
+    shipped = load_model(name).model.state_dict()
+    assert all(f"model.{k}" in tuned for k in shipped)  # every shipped tensor is in the run
+    assert max(float((tuned[f"model.{k}"] - v).abs().max()) for k, v in shipped.items()) < 1e-3  # started there
 
 
 #: Why a card's KID claim is not met (the card says so too); each such test is a strict xfail.
