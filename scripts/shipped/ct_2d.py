@@ -1,6 +1,7 @@
-"""Train, export, evaluate and card the shipped ``ct-2d`` checkpoint (2D flow matching, 64x64 axial chest CT).
+"""Train, export, evaluate and card the shipped ``ct-2d`` checkpoint (2D flow matching, 32x32 axial chest CT).
 
-Data (``scripts/shipped/phantom_data.py``): 256 seeded chest-CT phantom slices and the one real CT slice that ships
+Data (``scripts/shipped/phantom_data.py``; made at 64x64, resized to 32x32 by the data module): 256 seeded
+chest-CT phantom slices and the one real CT slice that ships
 offline (pydicom's ``CT_small.dcm``): the model is essentially a phantom model, and its card says so. Steps:
 ``medgen fit --config configs/shipped/ct-2d.yaml``, ``medgen export`` into ``checkpoints/ct-2d``, ``medgen generate``
 from it and from the untrained baseline (same config, fresh network), ``medgen evaluate`` (KID, Inception, CT window

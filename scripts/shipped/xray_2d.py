@@ -1,4 +1,4 @@
-"""Train, export, evaluate and card the shipped ``xray-2d`` checkpoint (2D flow matching, 64x64 AP chest radiographs).
+"""Train, export, evaluate and card the shipped ``xray-2d`` checkpoint (2D flow matching, 32x32 AP chest radiographs).
 
 Data (``scripts/shipped/phantom_data.py``): 160 seeded radiograph phantoms (Poisson-noisy projections of chest-CT
 phantoms). No real radiograph of a patient ships offline, so this is a phantom-only model, and its card says so.
