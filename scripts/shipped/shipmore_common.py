@@ -72,7 +72,24 @@ def export(
             extra_file.write_text(json.dumps(extra, indent=1))
             args += ["--card-extra", str(extra_file)]
         medgen(args)
+    repo_relative_card(out)
     return out
+
+
+def repo_relative_card(folder: Path) -> dict[str, Any]:
+    """Rewrite ``folder``'s card with paths under the repository made relative to it, and its digest renewed.
+
+    The scripts run with absolute paths (``--out`` defaults under the repository); a shipped card should name
+    ``runs/shipped/...`` as a rerun on any machine writes it, not this machine's checkout.
+    """
+    from medgen.store.card import card_digest
+
+    path = folder / "model_card.json"
+    text = path.read_text().replace(json.dumps(str(REPO) + "/")[1:-1], "")
+    card = json.loads(text)
+    card["sha256"] = card_digest(card)
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return card
 
 
 def untrained_export(ckpt: Path, config: Path, out: Path) -> Path:
