@@ -34,8 +34,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.demo_run import quick_run
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -84,6 +87,8 @@ class Walk:
 
     cwd: Path
     env: dict[str, str]
+    #: The session's shared quick demo run (:func:`tests.demo_run.quick_run`): its record.
+    demo_run: Callable[[], dict[str, Any]]
     times: list[tuple[str, float]] = field(default_factory=list)
 
     def newest(self, pattern: str) -> Path:
@@ -410,6 +415,12 @@ def card(folder: str, **items: object) -> Callable[[Walk, str], None]:
 pair_masks = tuple(f"pairs/sample_{i:06d}_mask.nii.gz" for i in range(NUM_SAMPLES))
 
 
+def reused_all(walk: Walk, output: str) -> None:
+    """The demo printed that every stage came from the cache (a second ``make demo`` reuses the first's work)."""
+    found = re.search(r"\((\d+) of (\d+) stages reused from the cache\)", output)
+    assert found and found[1] == found[2], f"the second demo run recomputed stages:\n{output[-2000:]}"
+
+
 def both(*checks: Callable[[Walk, str], None]) -> Callable[[Walk, str], None]:
     def check(walk: Walk, output: str) -> None:
         for c in checks:
@@ -504,9 +515,12 @@ DEMO = ("demo", "--quick", "--out", "demo_out")
 WALK: dict[str, Step] = {
     "make demo": Step(
         how="medgen demo --quick --out demo_out (the Makefile's target runs the full demo; the venv set-up it adds is "
-        "this test's environment)",
+        "this test's environment) in a copy of the session's quick demo folder (tests/demo_run.py), so it is the "
+        "second run: every stage must come from the cache",
+        prepare=lambda walk: shutil.copytree(walk.demo_run()["out"], walk.cwd / "demo_out"),
         argv=lambda words, walk: [sys.executable, "-m", "medgen", *DEMO],
         check=both(
+            reused_all,
             files(
                 "demo_out/index.html",
                 "demo_out/augment/manifest.jsonl",
@@ -741,21 +755,21 @@ def run_step(walk: Walk, command: str) -> str | None:
     return output
 
 
-def make_walk(cwd: Path) -> Walk:
+def make_walk(cwd: Path, demo_run: Callable[[], dict[str, Any]]) -> Walk:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     env["MEDGEN_CHECKPOINTS"] = str(cwd / "checkpoints")
     env.setdefault("MEDGEN_CACHE", str(cwd.parent / "cache"))
     env["HF_HUB_OFFLINE"] = "1"
-    return Walk(cwd, env)
+    return Walk(cwd, env, demo_run)
 
 
 @pytest.mark.slow
-def test_readme_walk(tmp_path: Path) -> None:
+def test_readme_walk(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Every README command in README order at small settings, each checked; no foreign warnings or tracebacks."""
     start = time.perf_counter()
     cwd = tmp_path / "work"
     cwd.mkdir()
-    walk = make_walk(cwd)
+    walk = make_walk(cwd, lambda: quick_run(tmp_path_factory))
     world(cwd)
     walk_models(cwd)
     walk.times.append(("(walk data and conditioned models)", time.perf_counter() - start))
