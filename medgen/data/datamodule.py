@@ -68,6 +68,10 @@ class MedicalImageDataModule(L.LightningDataModule):
         folder_label: With a folder ``data_dir``: a text condition of this name whose value is each image's first
             subfolder, coded in sorted order (``--data.folder_label domain`` trains CycleGAN on ``a/`` and ``b/``;
             or class labels from one folder per class).
+        slice_position: 2D from volumes: a scalar condition of this name holding each slice's position along
+            ``slice_axis`` (0 at the volume's first slice, 1 at its last, in RAS order: axial runs inferior to
+            superior), so that a model can be asked for a level (``--condition slice_position=0.6``); the net
+            declares it as a ``scalar`` condition. Positions are relative to each volume's field of view.
     """
 
     def __init__(
@@ -97,11 +101,15 @@ class MedicalImageDataModule(L.LightningDataModule):
         latents_dir: str | None = None,
         latent_draw: Draw = "mean",
         folder_label: str | None = None,
+        slice_position: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if spatial_dims not in (2, 3):
             raise InputError("data.spatial_dims", f"expected 2 or 3, got {spatial_dims}")
+        if slice_position is not None and (spatial_dims != 2 or latents_dir is not None):
+            raise InputError("data.slice_position", "a condition of 2D slices cut from volumes (spatial_dims 2, "
+                                                    "no latents_dir)")  # fmt: skip
         if batch_size < 1:
             raise InputError("data.batch_size", f"expected a positive integer, got {batch_size}")
         if slice_axis not in (0, 1, 2):
@@ -136,6 +144,7 @@ class MedicalImageDataModule(L.LightningDataModule):
             min_foreground=min_foreground,
             patches=patches,
             source_modality=None if source_modality is None else check_modality_option(source_modality),
+            slice_position=slice_position or None,
         )
         self.datalist: Datalist | None = None
         self.skipped: list[tuple[str, str]] = []
@@ -173,6 +182,10 @@ class MedicalImageDataModule(L.LightningDataModule):
             self._check_columns(self.datalist)
             return
         datalist = find_records(self.data_dir, self.folder_label)
+        name = self.config.slice_position
+        if name and datalist.records and name in datalist.records[0].conditions:
+            where = datalist.origin or self.data_dir
+            raise InputError("data.slice_position", f"'{name}' is already a column of {where}")
         self._check_columns(datalist)
         records = self._select_conditions(datalist.records)
         if self.skip_unreadable:
@@ -209,6 +222,7 @@ class MedicalImageDataModule(L.LightningDataModule):
                 "(the input image of each pair; 'image' is its target)",
             )
         available = set(datalist.records[0].conditions) if datalist.records else set()
+        available |= {self.config.slice_position} if self.config.slice_position else set()
         missing = [c for c in needed if c != "source" and c not in available]
         if missing:
             raise InputError(
@@ -263,7 +277,8 @@ class MedicalImageDataModule(L.LightningDataModule):
             ``num_workers`` (the number used), ``vocab``, and for paired data (a ``source`` column)
             ``source_modality`` (the modality the pair inputs were normalised as; None without pairs) and
             ``source_intensity`` (their mapping, like ``intensity``), and ``slice_axis`` (2D: the RAS axis slices of
-            volumes were cut along, which ``medgen translate`` slices volumes along; None for 3D).
+            volumes were cut along, which ``medgen translate`` slices volumes along; None for 3D), and
+            ``slice_position`` (the name of the slice-position condition, or None).
         """
         if self.latents is not None:  # the encoder's record of the images
             return {
@@ -287,6 +302,7 @@ class MedicalImageDataModule(L.LightningDataModule):
             "num_workers": self.num_workers,
             "vocab": self.condition_vocab,
             "slice_axis": self.config.slice_axis if self.spatial_dims == 2 else None,
+            "slice_position": self.config.slice_position,
             "preprocessing": {
                 "target_spacing": None if self.config.target_spacing is None else list(self.config.target_spacing),
                 "resize_mode": self.config.resize_mode,

@@ -42,6 +42,9 @@ class PipelineConfig:
         min_foreground: Minimum fraction of a slice above background for it to be kept.
         patches: For 3D, random crops of ``image_size`` instead of whole resized volumes.
         source_modality: Modality option of pair inputs (``source``); None: the same as ``modality``.
+        slice_position: 2D from volumes: name of a scalar condition holding each slice's position along
+            ``slice_axis``, 0 at the volume's first slice and 1 at its last in RAS order (axial: inferior to
+            superior); a 2D image gets 0.5. None: no such condition.
     """
 
     spatial_dims: int = 2
@@ -54,6 +57,7 @@ class PipelineConfig:
     min_foreground: float = 0.15
     patches: bool = False
     source_modality: str | None = None
+    slice_position: str | None = None
 
     def chain(self, spatial_rank: int | None) -> list[Any]:
         """The shared deterministic steps (:func:`~medgen.data.transforms.volume_chain`) for this configuration."""
@@ -208,6 +212,8 @@ class SliceDataset(TorchDataset):
         volume_cache: CacheMode = "disk" if cache == "disk" else "none"
         self._volumes = cached_dataset(record_dicts(self.records), Compose(steps), volume_cache, cache_dir, num_workers)
         self.index: list[tuple[int, int]] = []
+        #: Slices of each volume along the slice axis (1 for a 2D image): the denominator of slice positions.
+        self.slice_counts: list[int] = []
         self._cached: dict[str, torch.Tensor] | None = {} if cache != "none" else None
         self._build(progress)
 
@@ -216,7 +222,9 @@ class SliceDataset(TorchDataset):
         n = len(self.records)
         for vi in progress_iter(range(n), "slicing volumes") if progress else range(n):
             sample = self._volume(vi)
-            for si, parts in enumerate(self._slices(sample)):
+            slices = self._slices(sample)
+            self.slice_counts.append(len(slices) if sample["image"].ndim == 4 else 0)
+            for si, parts in enumerate(slices):
                 if foreground_fraction(parts["image"]) < self.config.min_foreground:
                     continue
                 self.index.append((vi, si))
@@ -246,12 +254,22 @@ class SliceDataset(TorchDataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def position(self, volume: int, slice_index: int) -> float:
+        """Position of slice ``slice_index`` of volume ``volume`` along the slice axis: 0 first, 1 last (2D: 0.5)."""
+        n = self.slice_counts[volume]
+        return 0.5 if n == 0 else slice_index / max(n - 1, 1)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """``{"image": (1, H, W), "subject": str, "cond": {name: ()}, ["mask"], ["source"], "slice": int}``."""
+        """``{"image": (1, H, W), "subject": str, "cond": {name: ()}, ["mask"], ["source"], "slice": int}``.
+
+        With ``config.slice_position``, ``cond`` also holds the slice's :meth:`position` under that name.
+        """
         vi, si = self.index[index]
         record = self.records[vi]
         out: dict[str, Any] = {"subject": record.subject, "slice": si}
         out["cond"] = {k: torch.tensor(float(v)) for k, v in record.conditions.items()}
+        if self.config.slice_position:
+            out["cond"][self.config.slice_position] = torch.tensor(self.position(vi, si))
         if self._cached is not None:
             out.update({k: v[index] for k, v in self._cached.items()})
             return out

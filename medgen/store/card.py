@@ -98,12 +98,14 @@ def card_fields(name: str, meta: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint's ``medgen`` block says about the model: identity, data, conditions, sampling.
 
     Image-to-image models trained on pairs also carry how the pair inputs were prepared (``source_modality``,
-    ``source_intensity``; and ``slice_axis`` where the data record has it), which ``medgen translate`` reads; the
-    keys are absent otherwise, so other cards are unchanged.
+    ``source_intensity``; and ``slice_axis`` where the data record has it), which ``medgen translate`` reads; a
+    model conditioned on slice position names that condition in ``slice_position`` (with ``slice_axis``); the keys
+    are absent otherwise, so other cards are unchanged.
     """
     data = meta.get("data") or {}
     net_args = (meta.get("net") or {}).get("init_args", {})
-    inputs = {k: data[k] for k in ("source_modality", "source_intensity", "slice_axis") if data.get(k) is not None}
+    keys = ("source_modality", "source_intensity", "slice_axis", "slice_position")
+    inputs = {k: data[k] for k in keys if data.get(k) is not None}
     return {
         "name": name,
         "family": meta.get("family", "unknown"),
@@ -128,7 +130,7 @@ def card_fields(name: str, meta: dict[str, Any]) -> dict[str, Any]:
 COMPUTED_FIELDS = (
     *card_fields("", {}),
     "metrics", "licence", "files", "source_checkpoint", "medgen_version", "trained_with_medgen", "weights_dtype",
-    "sha256", "source_modality", "source_intensity", "slice_axis",
+    "sha256", "source_modality", "source_intensity", "slice_axis", "slice_position",
 )  # fmt: skip
 
 
