@@ -97,7 +97,7 @@ class GenerationOptions:
 _IDENTITY = {
     "seed": "--seed", "sampler": "--sampler", "steps": "--steps", "guidance": "--guidance", "fmt": "--format",
     "reference": "--reference", "max_retries": "--max-retries", "qc": "quality-control thresholds",
-    "weights": "--raw-weights", "checkpoint_sha256": "--checkpoint (its weights)",
+    "weights": "--raw-weights", "checkpoint_sha256": "--checkpoint (its sha256: weights, config or card)",
     "memorization_index": "--memorization-index",
 }  # fmt: skip
 

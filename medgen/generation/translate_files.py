@@ -151,8 +151,9 @@ class TranslateSummary:
 
 
 #: Manifest fields that must match for an output to count as this run's: option → the flag that sets it.
-IDENTITY = {"checkpoint_sha256": "--checkpoint (its weights)", "run_seed": "--seed", "direction": "--direction",
-            "sampler": "--method", "steps": "--steps", "source": "--source", "target": "--target"}  # fmt: skip
+IDENTITY = {"checkpoint_sha256": "--checkpoint (its sha256: weights, config or card)", "run_seed": "--seed",
+            "direction": "--direction", "sampler": "--method", "steps": "--steps", "source": "--source",
+            "target": "--target"}  # fmt: skip
 
 
 def identity(opts: TranslateOptions, translator: Translator) -> dict[str, Any]:
