@@ -212,7 +212,7 @@ class SliceDataset(TorchDataset):
         volume_cache: CacheMode = "disk" if cache == "disk" else "none"
         self._volumes = cached_dataset(record_dicts(self.records), Compose(steps), volume_cache, cache_dir, num_workers)
         self.index: list[tuple[int, int]] = []
-        #: Slices of each volume along the slice axis (1 for a 2D image): the denominator of slice positions.
+        #: Slices of each volume along the slice axis (0 for a 2D image, which has no position): see :meth:`position`.
         self.slice_counts: list[int] = []
         self._cached: dict[str, torch.Tensor] | None = {} if cache != "none" else None
         self._build(progress)
